@@ -1,0 +1,54 @@
+# Quickstart: `make demo` and `make test` each set up .venv (once) and then run.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+NVCC ?= nvcc
+CUDA_ARCHS ?= 80 90
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
+BUILT := $(VENV)/.built
+
+.PHONY: demo test bench cuda-check install clean
+
+install: $(BUILT)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes in first and pinned, so pip never resolves a multi-GB CUDA build by itself.
+$(VENV)/.torch: | $(PY)
+	$(PIP) install "$(TORCH)"
+	touch $@
+
+$(VENV)/.package: pyproject.toml setup.py $(VENV)/.torch
+	$(PIP) install "setuptools>=64" wheel ninja
+	$(PIP) install --no-build-isolation -e ".[test]"
+	touch $@
+
+$(BUILT): $(VENV)/.package $(CSRC)
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+demo: install
+	mkdir -p out
+	$(VENV)/bin/diffrender render teapot -o out/teapot.png
+	@echo "wrote out/teapot.png"
+
+test: install cuda-check
+	$(PY) -m pytest -q -m "not cuda" tests
+
+bench: install
+	$(PY) tests/benchmarks/bench_barycentric.py
+
+# Compiles every .cu for each architecture without torch, so CUDA code cannot rot on CPU-only CI.
+cuda-check:
+	@if ! command -v $(NVCC) >/dev/null 2>&1; then echo "cuda-check: nvcc not found, skipped"; exit 0; fi; \
+	files=$$(find csrc -name '*.cu'); \
+	if [ -z "$$files" ]; then echo "cuda-check: no .cu files"; exit 0; fi; \
+	for arch in $(CUDA_ARCHS); do for f in $$files; do \
+		$(NVCC) -std=c++17 -O3 -Icsrc -arch=sm_$$arch -c $$f -o /dev/null || exit 1; \
+	done; done; echo "cuda-check: compiled $$(echo $$files | wc -w) .cu file(s) for sm_$(CUDA_ARCHS)"
+
+clean:
+	rm -rf build renderer/_C*.so $(BUILT)

@@ -1,0 +1,184 @@
+// CPU kernels of the barycentric rasterizer. Triangles are binned into bands of rows; each band is
+// rasterized by one thread, visiting its triangles in index order, so the z-test (later triangle
+// wins ties) gives the same bits for any thread count.
+#include "barycentric/barycentric.h"
+
+#include "barycentric/barycentric_math.h"
+#include "common/parallel.h"
+
+namespace diffrender {
+namespace {
+
+constexpr int kBandRows = 8;
+
+template <typename T>
+std::vector<TriangleSetup<T>> setup_triangles(const T* clip, const int64_t* tris, int64_t batch,
+                                              int64_t num_vertices, int64_t num_triangles, int width,
+                                              int height) {
+  std::vector<TriangleSetup<T>> setups(batch * num_triangles);
+  at::parallel_for(0, batch * num_triangles, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* v = clip + (i / num_triangles) * num_vertices * 4;
+      const int64_t* t = tris + (i % num_triangles) * 3;
+      setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, setups[i]);
+    }
+  });
+  return setups;
+}
+
+// Compressed lists of the triangles touching each band of each batch item, in triangle order.
+struct BandBins {
+  std::vector<int64_t> offsets;  // [batch * bands + 1]
+  std::vector<int32_t> triangles;
+};
+
+template <typename T>
+BandBins bin_by_band(const std::vector<TriangleSetup<T>>& setups, int64_t batch, int64_t num_triangles,
+                     int64_t bands) {
+  BandBins bins;
+  bins.offsets.assign(batch * bands + 1, 0);
+  for (int64_t i = 0; i < batch * num_triangles; ++i) {
+    const auto& s = setups[i];
+    if (s.x_min > s.x_max || s.y_min > s.y_max) continue;
+    int64_t* row = bins.offsets.data() + (i / num_triangles) * bands + 1;
+    for (int band = s.y_min / kBandRows; band <= s.y_max / kBandRows; ++band) ++row[band];
+  }
+  for (size_t k = 1; k < bins.offsets.size(); ++k) bins.offsets[k] += bins.offsets[k - 1];
+  bins.triangles.resize(bins.offsets.back());
+  std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
+  for (int64_t i = 0; i < batch * num_triangles; ++i) {
+    const auto& s = setups[i];
+    if (s.x_min > s.x_max || s.y_min > s.y_max) continue;
+    int64_t* row = cursor.data() + (i / num_triangles) * bands;
+    for (int band = s.y_min / kBandRows; band <= s.y_max / kBandRows; ++band)
+      bins.triangles[row[band]++] = static_cast<int32_t>(i % num_triangles);
+  }
+  return bins;
+}
+
+template <typename T>
+void rasterize_band(const TriangleSetup<T>* setups, const int32_t* band_tris, int64_t count, int y0,
+                    int y1, int width, int height, int64_t* ids, T* bary, T* zbuf) {
+  for (int64_t n = 0; n < count; ++n) {
+    const int32_t tri = band_tris[n];
+    const TriangleSetup<T>& s = setups[tri];
+    const int row_begin = std::max(y0, s.y_min), row_end = std::min(y1 - 1, s.y_max);
+    for (int iy = row_begin; iy <= row_end; ++iy) {
+      const T py = pixel_center_ndc<T>(iy, height);
+      int lo, hi;
+      row_span(s, py, width, lo, hi);
+      lo = std::max(lo, s.x_min);
+      hi = std::min(hi, s.x_max);
+      for (int ix = lo; ix <= hi; ++ix) {
+        T e[3];
+        edge_values(s, pixel_center_ndc<T>(ix, width), py, e);
+        if (!is_inside(e)) continue;
+        T b[3];
+        const T z = barycentrics_and_depth(s, e, b);
+        const int64_t p = int64_t(iy) * width + ix;
+        // Near and far planes come from the z test; ties go to the later triangle, as in tf.
+        if (z < T(-1) || z > T(1) || z > zbuf[p]) continue;
+        zbuf[p] = z;
+        ids[p] = tri;
+        bary[3 * p] = b[0];
+        bary[3 * p + 1] = b[1];
+        bary[3 * p + 2] = b[2];
+      }
+    }
+  }
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles, at::Tensor& ids,
+                  at::Tensor& bary, at::Tensor& zbuf) {
+  const int64_t batch = clip_vertices.size(0), num_vertices = clip_vertices.size(1);
+  const int64_t num_triangles = triangles.size(0);
+  const int height = static_cast<int>(ids.size(1)), width = static_cast<int>(ids.size(2));
+  const int64_t bands = (height + kBandRows - 1) / kBandRows;
+  const auto setups = setup_triangles(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(),
+                                      batch, num_vertices, num_triangles, width, height);
+  const BandBins bins = bin_by_band(setups, batch, num_triangles, bands);
+  int64_t* ids_ptr = ids.data_ptr<int64_t>();
+  T* bary_ptr = bary.data_ptr<T>();
+  T* z_ptr = zbuf.data_ptr<T>();
+  parallel_for_interleaved(batch * bands, [&](int64_t item) {
+    const int64_t b = item / bands;
+    const int y0 = static_cast<int>(item % bands) * kBandRows;
+    const int y1 = std::min(height, y0 + kBandRows);
+    const int64_t first = int64_t(y0) * width, pixels = int64_t(y1 - y0) * width;
+    const int64_t image = b * int64_t(height) * width;
+    // Each band clears its own rows so no memory is touched twice by different threads.
+    std::fill_n(ids_ptr + image + first, pixels, int64_t(0));
+    std::fill_n(bary_ptr + 3 * (image + first), 3 * pixels, T(0));
+    std::fill_n(z_ptr + image + first, pixels, T(1));
+    rasterize_band(setups.data() + b * num_triangles, bins.triangles.data() + bins.offsets[item],
+                   bins.offsets[item + 1] - bins.offsets[item], y0, y1, width, height,
+                   ids_ptr + image, bary_ptr + 3 * image, z_ptr + image);
+  });
+}
+
+// One thread owns each triangle and sums its pixels in raster order: deterministic without
+// atomics or per-thread copies. The caller scatters the per-corner gradients to vertices.
+template <typename T>
+void backward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles,
+                   const at::Tensor& ids, const at::Tensor& bary, const at::Tensor& grad_bary,
+                   at::Tensor& grad_triangle) {
+  const int64_t batch = clip_vertices.size(0), num_vertices = clip_vertices.size(1);
+  const int64_t num_triangles = triangles.size(0);
+  const int height = static_cast<int>(ids.size(1)), width = static_cast<int>(ids.size(2));
+  const auto setups = setup_triangles(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(),
+                                      batch, num_vertices, num_triangles, width, height);
+  const int64_t* ids_ptr = ids.data_ptr<int64_t>();
+  const T* bary_ptr = bary.data_ptr<T>();
+  const T* grad_ptr = grad_bary.data_ptr<T>();
+  T* out = grad_triangle.data_ptr<T>();  // [B,F,3,4]
+  at::parallel_for(0, batch * num_triangles, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const TriangleSetup<T>& s = setups[i];
+      const int64_t tri = i % num_triangles;
+      const int64_t image = (i / num_triangles) * int64_t(height) * width;
+      T acc[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+      for (int iy = s.y_min; iy <= s.y_max; ++iy) {
+        for (int ix = s.x_min; ix <= s.x_max; ++ix) {
+          const int64_t p = image + int64_t(iy) * width + ix;
+          if (ids_ptr[p] != tri) continue;
+          const T* b = bary_ptr + 3 * p;
+          // Uncovered pixels carry id 0 with zero barycentrics.
+          if (b[0] + b[1] + b[2] < T(0.5)) continue;
+          T g[3][3];
+          barycentric_vertex_grads(s, b, grad_ptr + 3 * p, g);
+          for (int k = 0; k < 3; ++k)
+            for (int c = 0; c < 3; ++c) acc[k][c] += g[k][c];
+        }
+      }
+      T* o = out + i * 12;
+      for (int k = 0; k < 3; ++k) {
+        o[4 * k + 0] = acc[k][0];
+        o[4 * k + 1] = acc[k][1];
+        o[4 * k + 2] = T(0);
+        o[4 * k + 3] = acc[k][2];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void rasterize_triangles_forward_cpu(const at::Tensor& clip_vertices, const at::Tensor& triangles,
+                                     at::Tensor& triangle_ids, at::Tensor& barycentrics,
+                                     at::Tensor& z_buffer) {
+  AT_DISPATCH_FLOATING_TYPES(clip_vertices.scalar_type(), "rasterize_triangles_forward_cpu", [&] {
+    forward_impl<scalar_t>(clip_vertices, triangles, triangle_ids, barycentrics, z_buffer);
+  });
+}
+
+void rasterize_triangles_backward_cpu(const at::Tensor& clip_vertices, const at::Tensor& triangles,
+                                      const at::Tensor& triangle_ids, const at::Tensor& barycentrics,
+                                      const at::Tensor& grad_barycentrics, at::Tensor& grad_triangle) {
+  AT_DISPATCH_FLOATING_TYPES(clip_vertices.scalar_type(), "rasterize_triangles_backward_cpu", [&] {
+    backward_impl<scalar_t>(clip_vertices, triangles, triangle_ids, barycentrics, grad_barycentrics,
+                            grad_triangle);
+  });
+}
+
+}  // namespace diffrender

@@ -1,0 +1,64 @@
+// Validation and device dispatch for the barycentric rasterizer.
+#include "barycentric/barycentric.h"
+
+#include "common/checks.h"
+
+namespace diffrender {
+
+std::vector<at::Tensor> rasterize_triangles_forward(const at::Tensor& clip_vertices,
+                                                    const at::Tensor& triangles, int64_t width,
+                                                    int64_t height) {
+  check_float_tensor(clip_vertices, "clip_vertices", 3);
+  TORCH_CHECK_VALUE(clip_vertices.size(2) == 4, "clip_vertices must have shape [B,V,4], got ",
+                    clip_vertices.sizes());
+  check_triangles(triangles, clip_vertices.size(1));
+  check_image_size(width, height);
+  TORCH_CHECK_VALUE(triangles.size(0) < (int64_t(1) << 31), "at most 2^31 - 1 triangles are supported");
+  TORCH_CHECK_VALUE(clip_vertices.device() == triangles.device(),
+                    "clip_vertices and triangles must be on the same device");
+  TORCH_CHECK(clip_vertices.device().is_cpu(), "rasterize_triangles: unsupported device ",
+              clip_vertices.device());
+  const auto clip = clip_vertices.contiguous();
+  const auto tris = triangles.contiguous();
+  const int64_t batch = clip.size(0);
+  auto ids = at::empty({batch, height, width}, clip.options().dtype(at::kLong));
+  auto bary = at::empty({batch, height, width, 3}, clip.options());
+  auto zbuf = at::empty({batch, height, width}, clip.options());
+  rasterize_triangles_forward_cpu(clip, tris, ids, bary, zbuf);
+  return {ids, bary, zbuf};
+}
+
+at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const at::Tensor& triangles,
+                                        const at::Tensor& triangle_ids, const at::Tensor& barycentrics,
+                                        const at::Tensor& grad_barycentrics) {
+  check_float_tensor(clip_vertices, "clip_vertices", 3);
+  check_triangles(triangles, clip_vertices.size(1));
+  const int64_t batch = clip_vertices.size(0);
+  TORCH_CHECK_VALUE(triangle_ids.dim() == 3 && triangle_ids.size(0) == batch &&
+                        triangle_ids.scalar_type() == at::kLong,
+                    "triangle_ids must be int64 [B,H,W]");
+  const auto expected = std::vector<int64_t>{batch, triangle_ids.size(1), triangle_ids.size(2), 3};
+  TORCH_CHECK_VALUE(barycentrics.sizes() == expected && grad_barycentrics.sizes() == expected,
+                    "barycentrics and their gradient must have shape [B,H,W,3]");
+  check_same_device_dtype(clip_vertices, grad_barycentrics, "clip_vertices", "grad_barycentrics");
+  check_same_device_dtype(clip_vertices, barycentrics, "clip_vertices", "barycentrics");
+  TORCH_CHECK(clip_vertices.device().is_cpu(), "rasterize_triangles: unsupported device ",
+              clip_vertices.device());
+  const auto ids = triangle_ids.contiguous();
+  if (triangles.size(0) > 0) {
+    const int64_t max_id = ids.max().item<int64_t>();
+    TORCH_CHECK_INDEX(ids.min().item<int64_t>() >= 0 && max_id < triangles.size(0),
+                      "triangle_ids out of range");
+  }
+  const auto clip = clip_vertices.contiguous();
+  const auto tris = triangles.contiguous();
+  auto grad_triangle = at::empty({batch, triangles.size(0), 3, 4}, clip.options());
+  rasterize_triangles_backward_cpu(clip, tris, ids, barycentrics.contiguous(),
+                                   grad_barycentrics.contiguous(), grad_triangle);
+  // Deterministic scatter of corner gradients onto shared vertices.
+  auto grad_vertices = at::zeros_like(clip);
+  grad_vertices.index_add_(1, tris.reshape({-1}), grad_triangle.reshape({batch, -1, 4}));
+  return grad_vertices;
+}
+
+}  // namespace diffrender

@@ -1,0 +1,41 @@
+// Argument validation for the torch-facing entry points: every shape, dtype and index is checked
+// before a kernel dereferences a pointer.
+#pragma once
+
+#include <torch/extension.h>
+
+namespace diffrender {
+
+inline void check_float_tensor(const at::Tensor& t, const char* name, int64_t dims) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+                   " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == dims, name, " must have ", dims, " dimensions, got shape ", t.sizes());
+}
+
+inline void check_same_device_dtype(const at::Tensor& a, const at::Tensor& b, const char* name_a,
+                                    const char* name_b) {
+  TORCH_CHECK_VALUE(a.device() == b.device(), name_a, " and ", name_b, " must be on the same device");
+  TORCH_CHECK_TYPE(a.scalar_type() == b.scalar_type(), name_a, " and ", name_b,
+                   " must have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+}
+
+// triangles: [F,3] int64 with every index in [0, num_vertices).
+inline void check_triangles(const at::Tensor& triangles, int64_t num_vertices) {
+  TORCH_CHECK_TYPE(triangles.scalar_type() == at::kLong, "triangles must be int64, got ",
+                   triangles.scalar_type());
+  TORCH_CHECK_VALUE(triangles.dim() == 2 && triangles.size(1) == 3,
+                    "triangles must have shape [F,3], got ", triangles.sizes());
+  if (triangles.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(triangles);
+  const int64_t min_index = lo.item<int64_t>(), max_index = hi.item<int64_t>();
+  TORCH_CHECK_INDEX(min_index >= 0 && max_index < num_vertices, "triangle indices must lie in [0, ",
+                    num_vertices, "), got indices from ", min_index, " to ", max_index);
+}
+
+inline void check_image_size(int64_t width, int64_t height) {
+  TORCH_CHECK_VALUE(width > 0 && height > 0, "image size must be positive, got ", width, "x", height);
+  TORCH_CHECK_VALUE(width <= 32768 && height <= 32768, "image size ", width, "x", height,
+                    " exceeds the 32768 pixel limit per side");
+}
+
+}  // namespace diffrender

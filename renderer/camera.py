@@ -1,0 +1,153 @@
+"""Camera matrices with tf_mesh_renderer's conventions (OpenGL: the camera looks down -z, clip
+space is [-1,1]³), plus a batched :class:`Camera` for the renderers.
+
+Every function is batched and differentiable with respect to every float input.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor
+
+FloatOrTensor = Union[float, Tensor]
+
+
+def _batched(value: FloatOrTensor, batch: int, like: Tensor | None = None) -> Tensor:
+    """A float or a [B] tensor as a [B] tensor (broadcasting a scalar over the batch)."""
+    if isinstance(value, Tensor):
+        value = value.reshape(-1)
+        return value.expand(batch) if value.numel() == 1 else value
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    device = like.device if like is not None else None
+    return torch.full((batch,), float(value), dtype=dtype, device=device)
+
+
+def _normalize(v: Tensor, eps: float = 1e-12) -> Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def look_at(eye: Tensor, center: Tensor, world_up: Tensor) -> Tensor:
+    """World-to-eye matrices.
+
+    Args:
+        eye, center, world_up: [B,3] float; the camera position, the point it looks at and the
+            world's up direction.
+    Returns:
+        [B,4,4] float: maps world points to eye space, where the camera sits at the origin looking
+        down -z with +y up.
+    """
+    for name, t in (("eye", eye), ("center", center), ("world_up", world_up)):
+        if t.dim() != 2 or t.shape[-1] != 3:
+            raise ValueError(f"look_at: {name} must have shape [B,3], got {list(t.shape)}")
+    forward = _normalize(center - eye)
+    side = _normalize(torch.cross(forward, world_up, dim=-1))
+    up = torch.cross(side, forward, dim=-1)
+    rotation = torch.stack([side, up, -forward], dim=1)  # [B,3,3]
+    translation = -(rotation @ eye.unsqueeze(-1))  # [B,3,1]
+    top = torch.cat([rotation, translation], dim=2)
+    bottom = torch.zeros_like(top[:, :1, :])
+    bottom = torch.cat([bottom[..., :3], torch.ones_like(bottom[..., 3:])], dim=2)
+    return torch.cat([top, bottom], dim=1)
+
+
+def perspective(aspect_ratio: FloatOrTensor, fov_y: FloatOrTensor, near_clip: FloatOrTensor,
+                far_clip: FloatOrTensor) -> Tensor:
+    """OpenGL perspective projections.
+
+    Args:
+        aspect_ratio: width / height, a float or [B].
+        fov_y: vertical field of view in degrees, a float or [B].
+        near_clip, far_clip: distances to the clipping planes, floats or [B].
+    Returns:
+        [B,4,4] float (B = 1 when every argument is a float).
+    """
+    args = [aspect_ratio, fov_y, near_clip, far_clip]
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    batch = max([t.numel() for t in tensors], default=1)
+    like = tensors[0] if tensors else None
+    aspect, fov, near, far = (_batched(a, batch, like) for a in args)
+    focal = 1.0 / torch.tan(fov * (math.pi / 360.0))
+    zero = torch.zeros_like(focal)
+    depth_range = near - far
+    rows = [
+        [focal / aspect, zero, zero, zero],
+        [zero, focal, zero, zero],
+        [zero, zero, (near + far) / depth_range, 2.0 * near * far / depth_range],
+        [zero, zero, -torch.ones_like(focal), zero],
+    ]
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=1)
+
+
+def transform_homogeneous(matrices: Tensor, vertices: Tensor) -> Tensor:
+    """Applies [B,4,4] matrices to [B,V,3] points, returning homogeneous [B,V,4] points."""
+    if matrices.dim() != 3 or matrices.shape[1:] != (4, 4):
+        raise ValueError(f"transform_homogeneous: matrices must be [B,4,4], got {list(matrices.shape)}")
+    if vertices.dim() != 3 or vertices.shape[-1] != 3:
+        raise ValueError(f"transform_homogeneous: vertices must be [B,V,3], got {list(vertices.shape)}")
+    homogeneous = torch.cat([vertices, torch.ones_like(vertices[..., :1])], dim=-1)
+    return homogeneous @ matrices.transpose(1, 2)
+
+
+def euler_matrices(angles: Tensor) -> Tensor:
+    """Rotation matrices R = Rz(a2)·Ry(a1)·Rx(a0) from [B,3] angles in radians, as [B,4,4]."""
+    if angles.dim() != 2 or angles.shape[-1] != 3:
+        raise ValueError(f"euler_matrices: angles must be [B,3], got {list(angles.shape)}")
+    s, c = torch.sin(angles), torch.cos(angles)
+    s0, s1, s2 = s.unbind(-1)
+    c0, c1, c2 = c.unbind(-1)
+    zero, one = torch.zeros_like(s0), torch.ones_like(s0)
+    rows = [
+        [c2 * c1, c2 * s1 * s0 - c0 * s2, s2 * s0 + c2 * c0 * s1, zero],
+        [c1 * s2, c2 * c0 + s2 * s1 * s0, c0 * s2 * s1 - c2 * s0, zero],
+        [-s1, c1 * s0, c1 * c0, zero],
+        [zero, zero, zero, one],
+    ]
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=1)
+
+
+@dataclass
+class Camera:
+    """A batch of pinhole cameras.
+
+    Attributes:
+        eye: [B,3] float, camera positions in world space.
+        lookat: [B,3] float, the points the cameras look at.
+        up: [B,3] float, world up directions.
+        fov_y: vertical field of view in degrees; float or [B].
+        near, far: clipping distances (floats).
+    """
+
+    eye: Tensor
+    lookat: Tensor
+    up: Tensor
+    fov_y: FloatOrTensor = 40.0
+    near: float = 0.01
+    far: float = 10.0
+
+    @property
+    def batch_size(self) -> int:
+        return self.eye.shape[0]
+
+    def view_matrices(self) -> Tensor:
+        """[B,4,4] world-to-eye matrices."""
+        return look_at(self.eye, self.lookat, self.up)
+
+    def matrices(self, aspect_ratio: float) -> Tensor:
+        """[B,4,4] world-to-clip matrices (projection · view)."""
+        projection = perspective(aspect_ratio, _batched(self.fov_y, self.batch_size, self.eye),
+                                 self.near, self.far)
+        return projection @ self.view_matrices()
+
+    @staticmethod
+    def orbit(azimuth_deg: Tensor, elevation_deg: Tensor, distance: Tensor, lookat: Tensor,
+              **settings) -> "Camera":
+        """Cameras on a sphere around ``lookat`` ([B] angles in degrees and distances, lookat
+        [B,3]). Azimuth 0 and elevation 0 look from +z towards -z, with +y up."""
+        az, el = torch.deg2rad(azimuth_deg), torch.deg2rad(elevation_deg)
+        offset = torch.stack([torch.cos(el) * torch.sin(az), torch.sin(el), torch.cos(el) * torch.cos(az)], dim=-1)
+        eye = lookat + distance.unsqueeze(-1) * offset
+        up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
+        return Camera(eye=eye, lookat=lookat, up=up.contiguous(), **settings)
