@@ -1,0 +1,347 @@
+"""The barycentric renderer against tf_mesh_renderer's goldens and criteria, a dense PyTorch
+reference, and finite differences."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from barycentric_reference import rasterize_triangles_reference
+from conftest import reference_file
+from diffrender import barycentric, camera
+from diffrender._ext import _C
+from tf_scenes import TRIANGLE_CLIP, cube, load_png, outlier_fraction
+
+
+def simple_triangle(scales=(1.0, 1.0, 1.0), dtype=torch.float32):
+    clip = torch.tensor(TRIANGLE_CLIP, dtype=dtype) * torch.tensor(scales, dtype=dtype)[:, None]
+    return clip[None], torch.tensor([[0, 1, 2]])
+
+
+def unlit_cube_scene():
+    vertices, triangles, _ = cube()
+    eyes = torch.tensor([[2.0, 3.0, 6.0], [-3.0, 1.0, 6.0]])
+    view = camera.look_at(eyes, torch.zeros(2, 3), torch.tensor([[0.0, 1.0, 0.0]] * 2))
+    matrices = camera.perspective(640 / 480, 40.0, 0.01, 10.0) @ view
+    attributes = torch.cat([(vertices + 1) / 2, torch.ones(8, 1)], dim=-1).expand(2, 8, 4)
+    return vertices.expand(2, 8, 3), attributes, triangles, matrices
+
+
+def gray_cube_render(angles, width=640, height=480):
+    vertices, triangles, normals = cube()
+    rotation = camera.euler_matrices(angles)[:, :3, :3]
+    batch = angles.shape[0]
+    eye = torch.tensor([[0.0, 0.0, 6.0]]).expand(batch, 3)
+    return barycentric.render(
+        vertices @ rotation.transpose(1, 2), triangles, normals @ rotation.transpose(1, 2),
+        torch.ones(batch, 8, 3), eye, torch.zeros(batch, 3), torch.tensor([[0.0, 1.0, 0.0]]).expand(batch, 3),
+        eye[:, None, :], torch.ones(batch, 1, 3), width, height)
+
+
+# --- golden images -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,scales", [("Simple_Triangle", (1, 1, 1)),
+                                         ("Perspective_Corrected_Triangle", (0.2, 0.5, 2.0))])
+def test_triangle_goldens(name, scales):
+    clip, triangles = simple_triangle(scales)
+    _, bary, _ = barycentric.rasterize_triangles(clip, triangles, 640, 480)
+    image = torch.cat([bary, torch.ones_like(bary[..., :1])], dim=-1)[0]
+    assert outlier_fraction(image, load_png(reference_file("tf_mesh_renderer", f"{name}.png"))) <= 0.001
+
+
+def test_unlit_cube_goldens():
+    vertices, attributes, triangles, matrices = unlit_cube_scene()
+    images = barycentric.rasterize(vertices, attributes, triangles, matrices, 640, 480, [0, 0, 0, 0])
+    for i in range(2):
+        expected = load_png(reference_file("tf_mesh_renderer", f"Unlit_Cube_{i}.png"))
+        assert outlier_fraction(images[i], expected) <= 0.001
+
+
+def test_gray_cube_goldens():
+    images = gray_cube_render(torch.tensor([[-20.0, 0.0, 60.0], [45.0, 60.0, 0.0]]))
+    for i in range(2):
+        expected = load_png(reference_file("tf_mesh_renderer", f"Gray_Cube_{i}.png"))
+        assert outlier_fraction(images[i].detach(), expected) <= 0.001
+
+
+# --- geometric cases ---------------------------------------------------------------------------
+
+def test_triangle_behind_the_eye_is_drawn_by_homogeneous_rasterization():
+    # The third vertex is behind the eye (w < 0). Dividing by w would put it at NDC (0, 1) and
+    # draw a triangle above y = -0.5; the true visible part lies below the front edge instead,
+    # widening towards the bottom of the screen.
+    clip = torch.tensor([[[-0.5, -0.5, 0.0, 1.0], [0.53, -0.5, 0.0, 1.0], [0.0, -1.0, -0.5, -1.0]]])
+    triangles = torch.tensor([[0, 1, 2]])
+    ids, bary, z = barycentric.rasterize_triangles(clip, triangles, 64, 64)
+    ref_ids, ref_bary, _ = rasterize_triangles_reference(clip.double(), triangles, 64, 64)
+    covered = bary.sum(-1) > 0.5
+    assert covered.any() and torch.equal(covered, ref_bary.sum(-1) > 0.5)
+    assert covered[0, 0].sum() > covered[0, 10].sum() > 0, "widens towards NDC y = -1 (row 0)"
+    assert not covered[0, 32:].any(), "nothing above the front edge at y = -0.5"
+    assert torch.allclose(bary.double(), ref_bary, atol=1e-5)
+
+
+def test_camera_inside_a_box_sees_every_direction():
+    vertices, triangles, _ = cube()
+    batch = 6
+    lookats = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 0, 1], [0, 0, -1], [0, 1, 0.01], [0, -1, 0.01]])
+    eye = torch.zeros(batch, 3)
+    up = torch.tensor([[0.0, 1.0, 0.0]]).expand(batch, 3)
+    matrices = camera.perspective(1.0, 100.0, 0.01, 10.0) @ camera.look_at(eye, lookats, up)
+    clip = camera.transform_homogeneous(matrices, vertices.expand(batch, 8, 3))
+    _, bary, z = barycentric.rasterize_triangles(clip, triangles, 32, 32)
+    assert bool((bary.sum(-1) > 0.5).all()), "the walls must cover every pixel from inside"
+    assert bool((z.abs() < 1).all())
+
+
+@pytest.mark.parametrize("winding", [[0, 1, 2], [0, 2, 1]])
+def test_pixel_centre_on_an_edge_is_covered_once_for_either_winding(winding):
+    # A 4x4 image has pixel centres at NDC ±0.25, ±0.75. The two triangles share the diagonal
+    # through the centres (-0.75,-0.75) ... (0.75,0.75); each of those pixels is drawn by one.
+    quad = torch.tensor([[[-1.0, -1.0, 0.0, 1.0], [1.0, -1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0],
+                          [-1.0, 1.0, 0.0, 1.0]]])
+    first = torch.tensor([winding])
+    second = torch.tensor([[0, 2, 3]]) if winding == [0, 1, 2] else torch.tensor([[0, 3, 2]])
+    for triangles in (first, second):
+        _, bary, _ = barycentric.rasterize_triangles(quad, triangles, 4, 4)
+        covered = bary.sum(-1)[0] > 0.5
+        assert all(bool(covered[i, i]) for i in range(4)), "diagonal centres lie on the edge"
+    _, bary, _ = barycentric.rasterize_triangles(quad, torch.cat([first, second]), 4, 4)
+    assert bool((bary.sum(-1) > 0.5).all()), "the two halves leave no crack"
+
+
+def test_full_screen_quad_covers_the_corner_pixels():
+    quad = torch.tensor([[[-1.0, -1.0, 0.0, 1.0], [1.0, -1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0],
+                          [-1.0, 1.0, 0.0, 1.0]]])
+    ids, bary, _ = barycentric.rasterize_triangles(quad, torch.tensor([[0, 1, 2], [0, 2, 3]]), 37, 23)
+    covered = bary.sum(-1)[0] > 0.5
+    assert bool(covered[0, 0] and covered[0, -1] and covered[-1, 0] and covered[-1, -1])
+    assert bool(covered.all())
+
+
+def test_degenerate_triangle_covers_nothing():
+    clip = torch.tensor([[[-0.5, -0.5, 0.0, 1.0], [0.5, 0.5, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0],
+                          [0.3, 0.3, 0.0, 1.0]]])
+    for triangles in ([[0, 1, 2]], [[0, 0, 3]], [[3, 3, 3]]):
+        ids, bary, z = barycentric.rasterize_triangles(clip, torch.tensor(triangles), 33, 33)
+        assert float(bary.abs().sum()) == 0.0 and bool((z == 1).all())
+
+
+def test_near_and_far_planes_clip_by_depth():
+    clip = torch.tensor([[[-1.0, -1.0, 0.0, 1.0], [3.0, -1.0, 0.0, 1.0], [-1.0, 3.0, 0.0, 1.0]]])
+    for z_value, visible in ((0.5, True), (1.5, False), (-1.5, False)):
+        clip[..., 2] = z_value
+        _, bary, _ = barycentric.rasterize_triangles(clip, torch.tensor([[0, 1, 2]]), 8, 8)
+        assert bool((bary.sum(-1) > 0.5).all()) == visible
+
+
+def test_equal_depth_goes_to_the_later_triangle():
+    quad = torch.tensor([[[-1.0, -1.0, 0.2, 1.0], [3.0, -1.0, 0.2, 1.0], [-1.0, 3.0, 0.2, 1.0]]])
+    triangles = torch.tensor([[0, 1, 2]] * 5)
+    ids, _, _ = barycentric.rasterize_triangles(quad, triangles, 16, 16)
+    assert bool((ids == 4).all())
+
+
+# --- against the dense reference ---------------------------------------------------------------
+
+def random_scene(seed, batch=2, vertices=15, faces=12, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    clip = torch.randn(batch, vertices, 4, generator=generator, dtype=dtype) * 0.7
+    clip[..., 2] *= 0.4
+    clip[..., 3] = clip[..., 3].abs() + 0.6
+    clip[:, :2, 3] *= -1  # some triangles cross w = 0
+    triangles = torch.randint(0, vertices, (faces, 3), generator=generator)
+    return clip, triangles
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_forward_and_backward_match_the_dense_reference(seed):
+    clip, triangles = random_scene(seed)
+    ids, bary, z = barycentric.rasterize_triangles(clip, triangles, 19, 13)
+    ref_ids, ref_bary, ref_z = rasterize_triangles_reference(clip, triangles, 19, 13)
+    assert torch.equal(ids, ref_ids)
+    assert torch.allclose(bary, ref_bary, atol=1e-12)
+    assert torch.allclose(z, ref_z, atol=1e-12)
+    weights = torch.randn(bary.shape, dtype=bary.dtype, generator=torch.Generator().manual_seed(seed))
+    leaf = clip.clone().requires_grad_(True)
+    grad, = torch.autograd.grad((barycentric.rasterize_triangles(leaf, triangles, 19, 13)[1] * weights).sum(), leaf)
+    ref_grad, = torch.autograd.grad((rasterize_triangles_reference(leaf, triangles, 19, 13)[1] * weights).sum(), leaf)
+    assert grad.abs().sum() > 0
+    assert torch.allclose(grad, ref_grad, rtol=1e-9, atol=1e-9)
+    assert float(grad[..., 2].abs().max()) == 0.0, "z gets no gradient"
+
+
+def test_float32_matches_float64():
+    clip, triangles = random_scene(3)
+    ids64, bary64, _ = barycentric.rasterize_triangles(clip, triangles, 31, 29)
+    ids32, bary32, _ = barycentric.rasterize_triangles(clip.float(), triangles, 31, 29)
+    agree = ids64 == ids32
+    assert agree.float().mean() > 0.995
+    assert torch.allclose(bary32.double()[agree], bary64[agree], atol=1e-4)
+
+
+def test_gradcheck_float64():
+    clip, triangles = random_scene(4, batch=1, vertices=6, faces=4)
+    leaf = clip.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda c: barycentric.rasterize_triangles(c, triangles, 7, 6)[1], (leaf,), eps=1e-7, atol=1e-5)
+
+
+# --- tf_mesh_renderer's gradient tests ---------------------------------------------------------
+
+def numeric_jacobian(function, x, step):
+    """Central differences, one input entry at a time: [outputs, inputs]."""
+    flat = x.reshape(-1)
+    columns = []
+    for i in range(flat.numel()):
+        plus, minus = flat.clone(), flat.clone()
+        plus[i] += step
+        minus[i] -= step
+        columns.append((function(plus.view_as(x)) - function(minus.view_as(x))).reshape(-1) / (2 * step))
+    return torch.stack(columns, dim=1)
+
+
+def analytic_jacobian(function, x):
+    leaf = x.clone().requires_grad_(True)
+    return torch.autograd.functional.jacobian(function, leaf).reshape(-1, x.numel())
+
+
+def tf_outliers(numeric, analytic):
+    # tf's check_jacobians_are_nearly_equal divides by the signed numeric value, as here.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(numeric - analytic) / numeric
+    return np.nan_to_num(ratio, nan=0.0, posinf=np.inf) > 0.01
+
+
+def test_tf_simple_triangle_jacobian_has_no_outliers():
+    clip, triangles = simple_triangle()
+
+    def pixel_barycentrics(c):
+        return barycentric.rasterize_triangles(c, triangles, 640, 480)[1][0, 245, 325]
+
+    numeric = numeric_jacobian(pixel_barycentrics, clip, 4e-2).numpy()
+    analytic = analytic_jacobian(pixel_barycentrics, clip).numpy()
+    assert np.abs(analytic).sum() > 0
+    assert not tf_outliers(numeric, analytic).any()
+
+
+def test_tf_cube_jacobian_has_at_most_one_percent_outliers():
+    xyz = torch.tensor([[-0.43889722, -0.53184521, 0.85293502], [-0.37635487, 0.22206162, 0.90555805],
+                        [-0.22849123, 0.76811147, 0.80993629], [-0.2805393, -0.14092168, 0.71602166],
+                        [0.18631913, -0.62634289, 0.88603103], [0.16183566, 0.08129397, 0.93020856],
+                        [0.44147962, 0.53497446, 0.85076219], [0.53008741, -0.31276882, 0.77620775]])
+    clip = torch.cat([xyz, torch.ones(8, 1)], dim=-1)[None]
+    triangles = cube()[1]
+
+    def image(c):
+        return barycentric.rasterize_triangles(c, triangles, 28, 21)[1]
+
+    numeric = numeric_jacobian(image, clip, 4e-2).numpy()
+    analytic = analytic_jacobian(image, clip).numpy()
+    assert np.abs(analytic).sum() > 0
+    assert tf_outliers(numeric, analytic).mean() <= 0.01
+
+
+# --- full render gradients ---------------------------------------------------------------------
+
+def test_render_gradients_match_finite_differences():
+    vertices, triangles, normals = cube(torch.float64)
+    rotation = camera.euler_matrices(torch.tensor([[0.3, 0.5, 0.1]], dtype=torch.float64))[:, :3, :3]
+    inputs = {
+        "vertices": (vertices @ rotation.transpose(1, 2)) * 0.9,
+        "colors": torch.rand(1, 8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+        "eye": torch.tensor([[0.4, 0.7, 6.0]], dtype=torch.float64),
+        "light": torch.tensor([[[1.0, 2.0, 5.0], [-3.0, 0.5, 4.0]]], dtype=torch.float64),
+        "intensity": torch.tensor([[[0.9, 0.8, 0.7], [0.3, 0.4, 0.5]]], dtype=torch.float64),
+        "specular": torch.full((1, 8, 3), 0.5, dtype=torch.float64),
+    }
+    weights = torch.rand(1, 24, 32, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    n = normals @ rotation.transpose(1, 2)
+
+    def loss(values):
+        image = barycentric.render(
+            values["vertices"], triangles, n, values["colors"], values["eye"],
+            torch.zeros(1, 3, dtype=torch.float64), torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64),
+            values["light"], values["intensity"], 32, 24, specular_colors=values["specular"],
+            shininess_coefficients=torch.full((1,), 8.0, dtype=torch.float64),
+            ambient_color=torch.full((1, 3), 0.1, dtype=torch.float64))
+        return (image * weights).sum()
+
+    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+    grads = dict(zip(leaves, torch.autograd.grad(loss(leaves), list(leaves.values()))))
+    step = 1e-6
+    for name, value in inputs.items():
+        flat = value.reshape(-1)
+        numeric = torch.empty_like(flat)
+        for i in range(flat.numel()):
+            plus, minus = flat.clone(), flat.clone()
+            plus[i] += step
+            minus[i] -= step
+            numeric[i] = (loss({**inputs, name: plus.view_as(value)}) -
+                          loss({**inputs, name: minus.view_as(value)})) / (2 * step)
+        analytic = grads[name].reshape(-1)
+        assert analytic.abs().max() > 0, name
+        assert torch.allclose(analytic, numeric, rtol=1e-4, atol=1e-6), name
+
+
+# --- optimisation: tf's testThatCubeRotates ----------------------------------------------------
+
+def test_that_cube_rotates():
+    target = torch.from_numpy(load_png(reference_file("tf_mesh_renderer", "Gray_Cube_0.png"))).float()
+    angles = torch.zeros(1, 3, requires_grad=True)
+    optimizer = torch.optim.SGD([angles], lr=0.7, momentum=0.1)
+    for _ in range(35):
+        optimizer.zero_grad()
+        loss = (gray_cube_render(angles)[0] - target).abs().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([angles], 1.0)
+        optimizer.step()
+    final = gray_cube_render(angles.detach())[0].numpy()
+    assert outlier_fraction(final, target.numpy(), tolerance=0.04) <= 0.01
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+def test_parallel_for_really_uses_two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _C.num_threads_used(1000) == 2, "the extension was built without OpenMP"
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_outputs_are_bit_identical_for_one_and_two_threads():
+    clip, triangles = random_scene(5, batch=2, vertices=300, faces=500, dtype=torch.float32)
+    weights = torch.randn(2, 96, 128, 3)
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            leaf = clip.clone().requires_grad_(True)
+            ids, bary, z = barycentric.rasterize_triangles(leaf, triangles, 128, 96)
+            grad, = torch.autograd.grad((bary * weights).sum(), leaf)
+            results.append((ids, bary.detach(), z, grad))
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+# --- input validation --------------------------------------------------------------------------
+
+def test_bad_arguments_raise_clear_errors():
+    clip, triangles = simple_triangle()
+    with pytest.raises(IndexError, match="triangle indices"):
+        barycentric.rasterize_triangles(clip, torch.tensor([[0, 1, 3]]), 8, 8)
+    with pytest.raises(IndexError, match="triangle indices"):
+        barycentric.rasterize_triangles(clip, torch.tensor([[0, -1, 2]]), 8, 8)
+    with pytest.raises(ValueError, match=r"\[B,V,4\]"):
+        barycentric.rasterize_triangles(clip[..., :3], triangles, 8, 8)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        barycentric.rasterize_triangles(clip.half(), triangles, 8, 8)
+    with pytest.raises(TypeError, match="integer"):
+        barycentric.rasterize_triangles(clip, triangles.float(), 8, 8)
+    with pytest.raises(ValueError, match="image size"):
+        barycentric.rasterize_triangles(clip, triangles, 0, 8)
