@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
+
+from .tensor_dataclass import TensorDataclass
 
 FloatOrTensor = Union[float, Tensor]
 
@@ -109,7 +111,7 @@ def euler_matrices(angles: Tensor) -> Tensor:
 
 
 @dataclass
-class Camera:
+class Camera(TensorDataclass):
     """A batch of pinhole cameras.
 
     Attributes:
@@ -151,3 +153,34 @@ class Camera:
         eye = lookat + distance.unsqueeze(-1) * offset
         up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
         return Camera(eye=eye, lookat=lookat, up=up.contiguous(), **settings)
+
+
+def frame_vertices(vertices: Tensor, azimuth_deg: float | Sequence[float], elevation_deg: float,
+                   fov_y: float = 40.0, aspect_ratio: float = 1.0, fill: float = 0.8,
+                   distance: float | None = None) -> Camera:
+    """Cameras that frame a mesh without moving it.
+
+    They look at the centre of the [V,3] vertices' bounding box from each azimuth (degrees) at
+    the given elevation. Unless ``distance`` is given, they stand just far enough that the
+    projected mesh spans ``fill`` of the tighter image side in every view (one distance for all
+    views, so a turntable does not zoom). Returns a :class:`Camera` with one entry per azimuth.
+    """
+    points = vertices.detach().reshape(-1, 3)
+    center = (points.min(0).values + points.max(0).values) / 2
+    azimuths = torch.as_tensor(azimuth_deg, dtype=points.dtype, device=points.device).reshape(-1)
+    batch = azimuths.shape[0]
+    elevations = torch.full_like(azimuths, float(elevation_deg))
+    unit = Camera.orbit(azimuths, elevations, torch.ones_like(azimuths), center.expand(batch, 3))
+    radius = float((points - center).norm(dim=-1).max().clamp_min(1e-6))
+    if distance is None:
+        # In eye space at distance d, a point (u, v, -(d - t)) projects to u / ((d - t) tan(fov/2)):
+        # requiring |projection| <= fill for every point gives d >= t + max(|u|/tx, |v|/ty) / fill.
+        rotation = unit.view_matrices()[:, :3, :3]
+        relative = (points - center) @ rotation.transpose(1, 2)  # [B,V,3] in eye axes
+        tan_y = math.tan(math.radians(fov_y) / 2)
+        extent = torch.maximum(relative[..., 0].abs() / (tan_y * aspect_ratio), relative[..., 1].abs() / tan_y)
+        distance = float((relative[..., 2] + extent / fill).max().clamp_min(radius * 1e-3))
+    near = max(distance - 2.0 * radius, distance * 1e-3)
+    far = distance + 2.0 * radius
+    return Camera.orbit(azimuths, elevations, torch.full_like(azimuths, distance), center.expand(batch, 3),
+                        fov_y=fov_y, near=near, far=far)

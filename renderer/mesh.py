@@ -16,6 +16,7 @@ import trimesh
 from torch import Tensor
 
 from .shapes import BUILTIN_SHAPES, builtin_shape, normalize_unit
+from .tensor_dataclass import TensorDataclass
 
 __all__ = [
     "Mesh",
@@ -36,7 +37,7 @@ class MeshError(ValueError):
 
 
 @dataclasses.dataclass
-class Mesh:
+class Mesh(TensorDataclass):
     """A triangle mesh with optional per-vertex attributes.
 
     Attributes:
@@ -66,15 +67,6 @@ class Mesh:
     def num_faces(self) -> int:
         """Number of triangles F."""
         return self.faces.shape[0]
-
-    def to(self, device: Union[str, torch.device]) -> "Mesh":
-        """A copy with every tensor moved to ``device`` (shapes and dtypes unchanged)."""
-        moved = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, Tensor):
-                moved[field.name] = value.to(device)
-        return dataclasses.replace(self, **moved)
 
     def vertex_normals(self) -> Tensor:
         """Unit vertex normals ``[V, 3]``: the file's own if it had them, else area-weighted ones."""

@@ -9,9 +9,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .tensor_dataclass import TensorDataclass
+
 
 @dataclass
-class PointLights:
+class PointLights(TensorDataclass):
     """Point lights.
 
     Attributes:
@@ -32,7 +34,7 @@ class PointLights:
 
 
 @dataclass
-class Material:
+class Material(TensorDataclass):
     """Surface settings shared by every vertex.
 
     Attributes:
