@@ -1,0 +1,128 @@
+"""Streaming video output: MP4 (H.264, yuv420p, faststart), GIF, or a numbered PNG sequence.
+
+Frames are written as they come, so memory stays bounded for any frame count, and the file
+appears under its final name only once it is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List
+
+import imageio.v2 as imageio
+import numpy as np
+
+from .images import OutputError, atomic_output
+
+MAX_FPS = 240.0
+
+
+class VideoError(ValueError):
+    """Bad video settings or an unusable encoder; the message is one line."""
+
+
+def video_kind(path: str | os.PathLike) -> str:
+    """'mp4', 'gif' or 'png-sequence' (a path with a %d-style pattern and a .png suffix)."""
+    text = str(path)
+    if re.search(r"%0?\d*d", text) and text.lower().endswith(".png"):
+        return "png-sequence"
+    suffix = Path(text).suffix.lower()
+    if suffix in (".mp4", ".gif"):
+        return suffix[1:]
+    raise VideoError(f"unknown output type '{Path(text).name}': use .mp4, .gif or a pattern like frames/%04d.png")
+
+
+def check_fps(fps: float) -> None:
+    if not (0 < fps <= MAX_FPS):
+        raise VideoError(f"fps must lie in (0, {MAX_FPS:g}], got {fps:g}")
+
+
+def pad_to_even(frame: np.ndarray) -> np.ndarray:
+    """H.264 with yuv420p needs even sides: pad one pixel of edge colour, never rescale."""
+    height, width = frame.shape[:2]
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def flatten_alpha(frame: np.ndarray, background: int = 255) -> np.ndarray:
+    """uint8 [H,W,3|4] → [H,W,3], compositing RGBA over a plain background."""
+    if frame.shape[-1] == 3:
+        return frame
+    alpha = frame[..., 3:].astype(np.float32) / 255.0
+    rgb = frame[..., :3].astype(np.float32) * alpha + background * (1.0 - alpha)
+    return np.round(rgb).astype(np.uint8)
+
+
+class VideoWriter:
+    """Context manager: ``with VideoWriter(path, fps) as video: video.append(frame)``.
+
+    ``frame`` is uint8 [H,W,3] or [H,W,4] (RGBA is composited over white for MP4 and GIF). On an
+    exception nothing is left behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float):
+        self.path = Path(path)
+        self.kind = video_kind(path)
+        check_fps(fps)
+        self.fps = float(fps)
+        self.frames = 0
+        self._stack = contextlib.ExitStack()
+        self._writer = None
+        self._written: List[Path] = []
+
+    def __enter__(self) -> "VideoWriter":
+        if self.kind == "png-sequence":
+            folder = self.path.parent
+            if not folder.is_dir():
+                raise OutputError(f"output folder does not exist: {folder}")
+            if not os.access(folder, os.W_OK):
+                raise OutputError(f"output folder is not writable: {folder}")
+            return self
+        temporary = self._stack.enter_context(atomic_output(self.path, self.path.suffix))
+        try:
+            if self.kind == "mp4":
+                self._writer = imageio.get_writer(
+                    temporary, format="FFMPEG", fps=self.fps, codec="libx264", pixelformat="yuv420p",
+                    macro_block_size=1, ffmpeg_log_level="error", output_params=["-movflags", "+faststart"])
+            else:
+                self._writer = imageio.get_writer(temporary, format="GIF", mode="I", duration=1000.0 / self.fps, loop=0)
+        except (RuntimeError, OSError) as error:
+            self._stack.close()
+            raise VideoError(f"cannot start the {self.kind} encoder (imageio-ffmpeg ships ffmpeg; is it installed?): "
+                             f"{str(error).splitlines()[0]}") from None
+        return self
+
+    def append(self, frame: np.ndarray) -> None:
+        if self.kind == "png-sequence":
+            target = Path(str(self.path) % self.frames)
+            with atomic_output(target, ".png") as temporary:
+                imageio.imwrite(temporary, frame, format="PNG")
+            self._written.append(target)
+        else:
+            rgb = flatten_alpha(frame)
+            self._writer.append_data(pad_to_even(rgb) if self.kind == "mp4" else rgb)
+        self.frames += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            if exc_type is not None:
+                for written in self._written:
+                    with contextlib.suppress(FileNotFoundError):
+                        written.unlink()
+            self._stack.__exit__(exc_type, exc, tb)
+
+
+def ffmpeg_available() -> bool:
+    """Whether imageio-ffmpeg's bundled (or a system) ffmpeg can be found."""
+    try:
+        import imageio_ffmpeg
+
+        return Path(imageio_ffmpeg.get_ffmpeg_exe()).exists()
+    except (ImportError, RuntimeError):
+        return shutil.which("ffmpeg") is not None
