@@ -1,6 +1,8 @@
 #include <torch/extension.h>
 
 #include "barycentric/barycentric.h"
+#include "soft/soft.h"
+#include "shading/shading.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "diffrender compiled kernels (CPU; CUDA when built WITH_CUDA)";
@@ -8,6 +10,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "tf_mesh_renderer rasterization: (triangle_ids, barycentrics, z_buffer)");
   m.def("rasterize_triangles_backward", &diffrender::rasterize_triangles_backward,
         "d(loss)/d(clip_vertices) through the perspective-correct barycentrics");
+  m.def("interpolate_forward", &diffrender::interpolate_forward,
+        "per-pixel attributes from triangle ids and barycentrics");
+  m.def("interpolate_backward", &diffrender::interpolate_backward,
+        "(d/d attributes, d/d barycentrics) of interpolate");
+  m.def("phong_shade_forward", &diffrender::phong_shade_forward, "Phong shading of [B,N] points");
+  m.def("phong_shade_backward", &diffrender::phong_shade_backward, "gradients of phong_shade_forward");
+  m.def("soft_rasterize_forward", &diffrender::soft_rasterize_forward,
+        "SoftRas soft rasterization: (image [B,H,W,C+1], aux [B,H,W,4], hard_ids)");
+  m.def("soft_rasterize_backward", &diffrender::soft_rasterize_backward,
+        "SoftRas gradients: (d/d screen_vertices, d/d attributes, d/d background)");
   m.def("with_cuda", [] {
 #ifdef WITH_CUDA
     return true;

@@ -66,22 +66,35 @@ def rasterize_triangles(clip_space_vertices: Tensor, triangles: Tensor, image_wi
     return _RasterizeTriangles.apply(clip_space_vertices, triangles, int(image_width), int(image_height))
 
 
+class _Interpolate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attributes: Tensor, triangles: Tensor, triangle_ids: Tensor, barycentrics: Tensor):
+        ctx.save_for_backward(attributes, triangles, triangle_ids, barycentrics)
+        return _C.interpolate_forward(attributes, triangles, triangle_ids, barycentrics)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        attributes, triangles, triangle_ids, barycentrics = ctx.saved_tensors
+        grad_attributes, grad_barycentrics = _C.interpolate_backward(
+            grad_out.contiguous(), attributes, triangles, triangle_ids, barycentrics)
+        return grad_attributes, None, None, grad_barycentrics
+
+
 def interpolate(attributes: Tensor, triangles: Tensor, triangle_ids: Tensor, barycentrics: Tensor) -> Tensor:
-    """Per-pixel attributes Σ_k b_k · attr[triangle[k]].
+    """Per-pixel attributes Σ_k b_k · attr[triangle[k]], differentiable in attributes and barycentrics.
 
     Args:
         attributes: [B,V,A] float per-vertex attributes.
         triangles: [F,3] int64.
-        triangle_ids: [B,H,W] int64.
-        barycentrics: [B,H,W,3] float.
+        triangle_ids: [B,H,W] int64 (from rasterize_triangles).
+        barycentrics: [B,H,W,3] float (from rasterize_triangles).
     Returns:
         [B,H,W,A] float; 0 where the barycentrics are 0.
     """
-    batch, num_vertices, channels = attributes.shape
-    corner_ids = triangles[triangle_ids]  # [B,H,W,3]
-    offsets = torch.arange(batch, device=attributes.device).view(batch, 1, 1, 1) * num_vertices
-    corners = attributes.reshape(batch * num_vertices, channels)[corner_ids + offsets]  # [B,H,W,3,A]
-    return (barycentrics.unsqueeze(-1) * corners).sum(-2)
+    if attributes.dim() != 3:
+        raise ValueError(f"attributes must have shape [B,V,A], got {list(attributes.shape)}")
+    triangles = _check_triangles(triangles, attributes.shape[1])
+    return _Interpolate.apply(attributes, triangles, triangle_ids, barycentrics.to(attributes.dtype))
 
 
 def coverage(barycentrics: Tensor) -> Tensor:
@@ -147,25 +160,27 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
     if specular_colors is not None and shininess_coefficients is None:
         raise ValueError("render: specular_colors needs shininess_coefficients")
     cam = camera_lib.Camera(eye, lookat, up, fov_y=fov_y, near=near_clip, far=far_clip)
-    matrices = cam.matrices(image_width / image_height)
-    pieces = [diffuse_colors, normals, vertices]
+    triangles = _check_triangles(triangles, vertices.shape[1])
+    clip = camera_lib.transform_homogeneous(cam.matrices(image_width / image_height), vertices)
+    # Mirroring clip y renders row 0 at the top directly: the edge functions only change sign
+    # exactly, so this is bit-identical to rasterizing and then flipping the image.
+    clip = clip * clip.new_tensor([1.0, -1.0, 1.0, 1.0])
+    ids, bary, _ = rasterize_triangles(clip, triangles, image_width, image_height)
+
+    def per_pixel(values: Tensor) -> Tensor:
+        return interpolate(values, triangles, ids, bary).reshape(batch, -1, values.shape[-1])
+
+    specular = shininess = None
     if specular_colors is not None:
         shininess = shininess_coefficients
         if shininess.dim() == 1:
             shininess = shininess.view(batch, 1).expand(batch, vertices.shape[1])
-        pieces += [specular_colors, shininess.unsqueeze(-1)]
-    attributes = torch.cat(pieces, dim=-1)
-    triangles = _check_triangles(triangles, vertices.shape[1])
-    clip = camera_lib.transform_homogeneous(matrices, vertices)
-    ids, bary, _ = rasterize_triangles(clip, triangles, image_width, image_height)
-    pixels = interpolate(attributes, triangles, ids, bary).reshape(batch, -1, attributes.shape[-1])
-    specular = pixels[..., 9:12] if specular_colors is not None else None
-    shininess = pixels[..., 12] if specular_colors is not None else None
-    rgb = phong(pixels[..., 6:9], pixels[..., 3:6], pixels[..., 0:3], eye, light_positions,
+        specular = per_pixel(specular_colors)
+        shininess = per_pixel(shininess.unsqueeze(-1)).squeeze(-1)
+    rgb = phong(per_pixel(vertices), per_pixel(normals), per_pixel(diffuse_colors), eye, light_positions,
                 light_intensities, specular, shininess, ambient_color)
     mask = coverage(bary)
-    rgba = torch.cat([rgb.reshape(*mask.shape[:3], 3) * mask, mask], dim=-1)
-    return torch.flip(rgba, dims=[1])
+    return torch.cat([rgb.reshape(*mask.shape[:3], 3) * mask, mask], dim=-1)
 
 
 def tone_mapper(image: Tensor, gamma: float) -> Tensor:

@@ -345,3 +345,17 @@ def test_bad_arguments_raise_clear_errors():
         barycentric.rasterize_triangles(clip, triangles.float(), 8, 8)
     with pytest.raises(ValueError, match="image size"):
         barycentric.rasterize_triangles(clip, triangles, 0, 8)
+
+
+# --- interpolation -----------------------------------------------------------------------------
+
+def test_interpolate_matches_gather_reference_and_gradcheck():
+    clip, triangles = random_scene(6, batch=2, vertices=10, faces=8)
+    ids, bary, _ = barycentric.rasterize_triangles(clip, triangles, 11, 9)
+    attributes = torch.randn(2, 10, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    corners = torch.stack([attributes[b][triangles[ids[b]]] for b in range(2)])  # [B,H,W,3,A]
+    expected = (bary.unsqueeze(-1) * corners).sum(-2)
+    assert torch.allclose(barycentric.interpolate(attributes, triangles, ids, bary), expected, atol=1e-14)
+    leaf_attr, leaf_bary = attributes.clone().requires_grad_(True), bary.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: barycentric.interpolate(a, triangles, ids, b),
+                                    (leaf_attr, leaf_bary))

@@ -17,6 +17,15 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
                                         const at::Tensor& triangle_ids, const at::Tensor& barycentrics,
                                         const at::Tensor& grad_barycentrics);
 
+// Per-pixel attributes Σ_k b_k·attributes[triangles[id][k]]: attributes [B,V,C] → [B,H,W,C].
+at::Tensor interpolate_forward(const at::Tensor& attributes, const at::Tensor& triangles,
+                               const at::Tensor& triangle_ids, const at::Tensor& barycentrics);
+
+// Returns {d(loss)/d(attributes) [B,V,C], d(loss)/d(barycentrics) [B,H,W,3]}.
+std::vector<at::Tensor> interpolate_backward(const at::Tensor& grad_out, const at::Tensor& attributes,
+                                             const at::Tensor& triangles, const at::Tensor& triangle_ids,
+                                             const at::Tensor& barycentrics);
+
 // Device kernels behind the ops, inputs already validated and contiguous.
 void rasterize_triangles_forward_cpu(const at::Tensor& clip_vertices, const at::Tensor& triangles,
                                      at::Tensor& triangle_ids, at::Tensor& barycentrics,
@@ -24,5 +33,12 @@ void rasterize_triangles_forward_cpu(const at::Tensor& clip_vertices, const at::
 void rasterize_triangles_backward_cpu(const at::Tensor& clip_vertices, const at::Tensor& triangles,
                                       const at::Tensor& triangle_ids, const at::Tensor& barycentrics,
                                       const at::Tensor& grad_barycentrics, at::Tensor& grad_triangle);
+
+void interpolate_forward_cpu(const at::Tensor& attributes, const at::Tensor& triangles,
+                             const at::Tensor& triangle_ids, const at::Tensor& barycentrics, at::Tensor& out);
+// grad_corners: [B,F,3,C] per-corner sums, scattered to vertices by the caller.
+void interpolate_backward_cpu(const at::Tensor& grad_out, const at::Tensor& attributes,
+                              const at::Tensor& triangles, const at::Tensor& triangle_ids,
+                              const at::Tensor& barycentrics, at::Tensor& grad_corners, at::Tensor& grad_bary);
 
 }  // namespace diffrender

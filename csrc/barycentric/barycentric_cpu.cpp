@@ -4,6 +4,7 @@
 #include "barycentric/barycentric.h"
 
 #include "barycentric/barycentric_math.h"
+#include "barycentric/owned_pixels.h"
 #include "common/parallel.h"
 
 namespace diffrender {
@@ -117,8 +118,7 @@ void forward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles, 
   });
 }
 
-// One thread owns each triangle and sums its pixels in raster order: deterministic without
-// atomics or per-thread copies. The caller scatters the per-corner gradients to vertices.
+// The caller scatters the per-corner gradients to vertices.
 template <typename T>
 void backward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles,
                    const at::Tensor& ids, const at::Tensor& bary, const at::Tensor& grad_bary,
@@ -132,25 +132,21 @@ void backward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles,
   const T* bary_ptr = bary.data_ptr<T>();
   const T* grad_ptr = grad_bary.data_ptr<T>();
   T* out = grad_triangle.data_ptr<T>();  // [B,F,3,4]
+  // Won-pixel boxes are tighter than the triangles' own, which span the screen across w = 0.
+  const auto bounds = owned_pixel_bounds(ids_ptr, bary_ptr, batch, height, width, num_triangles);
   at::parallel_for(0, batch * num_triangles, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const TriangleSetup<T>& s = setups[i];
       const int64_t tri = i % num_triangles;
       const int64_t image = (i / num_triangles) * int64_t(height) * width;
       T acc[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
-      for (int iy = s.y_min; iy <= s.y_max; ++iy) {
-        for (int ix = s.x_min; ix <= s.x_max; ++ix) {
-          const int64_t p = image + int64_t(iy) * width + ix;
-          if (ids_ptr[p] != tri) continue;
-          const T* b = bary_ptr + 3 * p;
-          // Uncovered pixels carry id 0 with zero barycentrics.
-          if (b[0] + b[1] + b[2] < T(0.5)) continue;
-          T g[3][3];
-          barycentric_vertex_grads(s, b, grad_ptr + 3 * p, g);
-          for (int k = 0; k < 3; ++k)
-            for (int c = 0; c < 3; ++c) acc[k][c] += g[k][c];
-        }
-      }
+      const int32_t* box = bounds.data() + 4 * i;
+      for_each_owned_pixel(ids_ptr + image, bary_ptr + 3 * image, tri, box[0], box[1], box[2], box[3], width, [&](int64_t p, const T* b) {
+                             T g[3][3];
+                             barycentric_vertex_grads(s, b, grad_ptr + 3 * (image + p), g);
+                             for (int k = 0; k < 3; ++k)
+                               for (int c = 0; c < 3; ++c) acc[k][c] += g[k][c];
+                           });
       T* o = out + i * 12;
       for (int k = 0; k < 3; ++k) {
         o[4 * k + 0] = acc[k][0];

@@ -61,4 +61,59 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
   return grad_vertices;
 }
 
+namespace {
+
+// Shapes of the rasterizer outputs [B,H,W] and [B,H,W,3] against attributes [B,V,C]; ids must
+// index triangles.
+void check_raster_inputs(const at::Tensor& attributes, const at::Tensor& triangles,
+                         const at::Tensor& triangle_ids, const at::Tensor& barycentrics) {
+  check_float_tensor(attributes, "attributes", 3);
+  check_triangles(triangles, attributes.size(1));
+  const int64_t batch = attributes.size(0);
+  TORCH_CHECK_VALUE(triangle_ids.dim() == 3 && triangle_ids.size(0) == batch &&
+                        triangle_ids.scalar_type() == at::kLong,
+                    "triangle_ids must be int64 [B,H,W] with the batch of attributes");
+  TORCH_CHECK_VALUE(barycentrics.sizes() == (std::vector<int64_t>{batch, triangle_ids.size(1),
+                                                                  triangle_ids.size(2), 3}),
+                    "barycentrics must be [B,H,W,3] matching triangle_ids");
+  check_same_device_dtype(attributes, barycentrics, "attributes", "barycentrics");
+  TORCH_CHECK(attributes.device().is_cpu(), "interpolate: unsupported device ", attributes.device());
+  TORCH_CHECK_VALUE(triangles.size(0) > 0, "interpolate needs at least one triangle");
+  TORCH_CHECK_INDEX(triangle_ids.min().item<int64_t>() >= 0 &&
+                        triangle_ids.max().item<int64_t>() < triangles.size(0),
+                    "triangle_ids out of range");
+}
+
+}  // namespace
+
+at::Tensor interpolate_forward(const at::Tensor& attributes, const at::Tensor& triangles,
+                               const at::Tensor& triangle_ids, const at::Tensor& barycentrics) {
+  check_raster_inputs(attributes, triangles, triangle_ids, barycentrics);
+  const auto attr = attributes.contiguous();
+  auto out = at::empty({triangle_ids.size(0), triangle_ids.size(1), triangle_ids.size(2), attr.size(2)},
+                       attr.options());
+  interpolate_forward_cpu(attr, triangles.contiguous(), triangle_ids.contiguous(), barycentrics.contiguous(), out);
+  return out;
+}
+
+std::vector<at::Tensor> interpolate_backward(const at::Tensor& grad_out, const at::Tensor& attributes,
+                                             const at::Tensor& triangles, const at::Tensor& triangle_ids,
+                                             const at::Tensor& barycentrics) {
+  check_raster_inputs(attributes, triangles, triangle_ids, barycentrics);
+  const auto attr = attributes.contiguous();
+  const int64_t batch = attr.size(0), channels = attr.size(2);
+  TORCH_CHECK_VALUE(grad_out.sizes() == (std::vector<int64_t>{batch, triangle_ids.size(1), triangle_ids.size(2),
+                                                              channels}),
+                    "grad_out must be [B,H,W,C]");
+  check_same_device_dtype(attributes, grad_out, "attributes", "grad_out");
+  const auto tris = triangles.contiguous();
+  auto grad_corners = at::empty({batch, tris.size(0), 3, channels}, attr.options());
+  auto grad_bary = at::empty_like(barycentrics, at::MemoryFormat::Contiguous);
+  interpolate_backward_cpu(grad_out.contiguous(), attr, tris, triangle_ids.contiguous(), barycentrics.contiguous(),
+                           grad_corners, grad_bary);
+  auto grad_attributes = at::zeros_like(attr);
+  grad_attributes.index_add_(1, tris.reshape({-1}), grad_corners.reshape({batch, -1, channels}));
+  return {grad_attributes, grad_bary};
+}
+
 }  // namespace diffrender

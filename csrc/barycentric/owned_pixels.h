@@ -1,0 +1,84 @@
+// Backward passes reduce per triangle: one thread walks the pixels a triangle won in the z-test,
+// in raster order, so gradient sums need neither atomics nor per-thread copies and are
+// bit-identical for any thread count.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace diffrender {
+
+// Calls visit(pixel_index, barycentrics) for each covered pixel in [x0,x1]×[y0,y1] whose visible
+// triangle is `tri`. Uncovered pixels carry id 0 with zero barycentrics.
+template <typename T, typename Visit>
+inline void for_each_owned_pixel(const int64_t* ids, const T* bary, int64_t tri, int x0, int x1, int y0,
+                                 int y1, int width, Visit&& visit) {
+  for (int iy = y0; iy <= y1; ++iy) {
+    for (int ix = x0; ix <= x1; ++ix) {
+      const int64_t p = int64_t(iy) * width + ix;
+      if (ids[p] != tri) continue;
+      const T* b = bary + 3 * p;
+      if (b[0] + b[1] + b[2] < T(0.5)) continue;
+      visit(p, b);
+    }
+  }
+}
+
+// Pixel bounding boxes {x_min, x_max, y_min, y_max} of what each triangle won, [B*F*4]; empty
+// boxes have x_min > x_max. Min and max commute, so the parallel atomic updates give one answer.
+template <typename T>
+std::vector<int32_t> owned_pixel_bounds(const int64_t* ids, const T* bary, int64_t batch, int height,
+                                        int width, int64_t num_triangles) {
+  std::vector<int32_t> bounds(batch * num_triangles * 4);
+  for (int64_t i = 0; i < batch * num_triangles; ++i) {
+    bounds[4 * i] = width;
+    bounds[4 * i + 1] = -1;
+    bounds[4 * i + 2] = height;
+    bounds[4 * i + 3] = -1;
+  }
+  auto atomic_min = [](int32_t* slot, int32_t value) {
+    int32_t current = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    while (value < current &&
+           !__atomic_compare_exchange_n(slot, &current, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+  };
+  auto atomic_max = [](int32_t* slot, int32_t value) {
+    int32_t current = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    while (value > current &&
+           !__atomic_compare_exchange_n(slot, &current, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+  };
+  at::parallel_for(0, batch * height, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / height;
+      const int iy = static_cast<int>(row % height);
+      int64_t run_tri = -1;
+      int run_start = 0;
+      // Runs of equal ids along a row update the bounds once per run, not once per pixel.
+      auto flush = [&](int run_end) {
+        if (run_tri < 0) return;
+        int32_t* box = bounds.data() + 4 * (b * num_triangles + run_tri);
+        atomic_min(box, run_start);
+        atomic_max(box + 1, run_end);
+        atomic_min(box + 2, iy);
+        atomic_max(box + 3, iy);
+      };
+      for (int ix = 0; ix < width; ++ix) {
+        const int64_t p = row * width + ix;
+        const T* bb = bary + 3 * p;
+        const int64_t tri = (bb[0] + bb[1] + bb[2] < T(0.5)) ? -1 : ids[p];
+        if (tri != run_tri) {
+          flush(ix - 1);
+          run_tri = tri;
+          run_start = ix;
+        }
+      }
+      flush(width - 1);
+    }
+  });
+  return bounds;
+}
+
+}  // namespace diffrender
