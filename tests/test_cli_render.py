@@ -1,0 +1,160 @@
+"""`diffrender render` end to end: decode the PNGs it writes, and every bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cli_helpers import assert_one_line_error, read_png, run_cli
+from diffrender import barycentric
+from diffrender.mesh import load_mesh, vertex_normals
+
+
+@pytest.mark.parametrize("shape", ["sphere", "cube", "teapot"])
+def test_builtin_shapes_render_framed(tmp_path, shape):
+    out = tmp_path / f"{shape}.png"
+    result = run_cli("render", shape, "-o", out, "--size", "96x64")
+    assert result.exit_code == 0, result.output
+    image = read_png(out)
+    assert image.shape == (64, 96, 4)
+    alpha = image[..., 3] > 127
+    coverage = alpha.mean()
+    assert 0.1 < coverage < 0.9
+    rows, cols = np.nonzero(alpha)
+    # Framing fills about 80% of the tighter side (height here), centred.
+    assert 0.65 <= (rows.max() - rows.min() + 1) / 64 <= 0.9 or 0.65 <= (cols.max() - cols.min() + 1) / 96 <= 0.9
+    assert abs((rows.min() + rows.max()) / 2 - 31.5) < 6 and abs((cols.min() + cols.max()) / 2 - 47.5) < 9
+    assert image[alpha][:, :3].mean() > 30, "lit surface, not black"
+
+
+def test_obj_with_quads_and_no_normals(tmp_path):
+    mesh = tmp_path / "box.obj"
+    corners = [(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    quads = [(1, 2, 4, 3), (5, 7, 8, 6), (1, 5, 6, 2), (3, 4, 8, 7), (1, 3, 7, 5), (2, 6, 8, 4)]
+    mesh.write_text("".join(f"v {x} {y} {z}\n" for x, y, z in corners) +
+                    "".join("f " + " ".join(map(str, q)) + "\n" for q in quads))
+    out = tmp_path / "box.png"
+    result = run_cli("render", mesh, "-o", out, "--size", "64", "--color", "1,0,0")
+    assert result.exit_code == 0, result.output
+    image = read_png(out)
+    covered = image[..., 3] > 127
+    assert covered.mean() > 0.2
+    assert image[covered][:, 0].mean() > 3 * max(image[covered][:, 1].mean(), 1), "red diffuse colour"
+
+
+def test_eye_renders_in_mesh_coordinates_like_the_api(tmp_path):
+    out = tmp_path / "api.png"
+    result = run_cli("render", "teapot", "-o", out, "--size", "80x60", "--eye", "0,1,4", "--ambient", "0",
+                     "--light", "0,1,4")
+    assert result.exit_code == 0, result.output
+    mesh = load_mesh("teapot")
+    vertices = mesh.vertices[None]
+    eye = torch.tensor([[0.0, 1.0, 4.0]])
+    expected = barycentric.render(vertices, mesh.faces, vertex_normals(vertices, mesh.faces),
+                                  torch.full_like(vertices, 0.8), eye, torch.zeros(1, 3),
+                                  torch.tensor([[0.0, 1.0, 0.0]]), eye[:, None], torch.ones(1, 1, 3), 80, 60,
+                                  ambient_color=torch.zeros(1, 3))[0]
+    expected = (expected.clamp(0, 1) * 255).round().numpy()
+    assert np.abs(read_png(out).astype(float) - expected).max() <= 1
+
+
+def test_lights_background_and_specular_change_the_image(tmp_path):
+    base, lit = tmp_path / "base.png", tmp_path / "lit.png"
+    assert run_cli("render", "sphere", "-o", base, "--size", "48").exit_code == 0
+    result = run_cli("render", "sphere", "-o", lit, "--size", "48", "--light", "5,5,5:1,0.2,0.2",
+                     "--specular", "1", "--shininess", "8", "--background", "0,0,1")
+    assert result.exit_code == 0, result.output
+    a, b = read_png(base), read_png(lit)
+    assert np.array_equal(a[..., 3], b[..., 3]), "alpha stays coverage"
+    assert (b[..., 3] == 0).any() and (b[b[..., 3] == 0][:, 2] == 255).all(), "blue background"
+    assert b[..., 0][b[..., 3] > 0].mean() > b[..., 1][b[..., 3] > 0].mean() + 10, "reddish light"
+
+
+def test_version_and_help():
+    result = run_cli("--version")
+    assert result.exit_code == 0 and result.stdout.startswith("diffrender ")
+    result = run_cli("render", "--help")
+    assert result.exit_code == 0 and "--azimuth" in result.stdout and "--light" in result.stdout
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+BAD_MESHES = {
+    "missing": (None, "not found"),
+    "text with no geometry": ("hello, I am text\n", "no faces"),
+    "no faces": ("v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no faces"),
+    "nan vertex": ("v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n", "non-finite"),
+    "index out of range": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", "out of range"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MESHES))
+def test_bad_meshes_fail_cleanly(tmp_path, case):
+    text, fragment = BAD_MESHES[case]
+    mesh = tmp_path / "mesh.obj"
+    if text is not None:
+        write(mesh, text)
+    out = tmp_path / "out.png"
+    result = run_cli("render", mesh, "-o", out)
+    assert_one_line_error(result, fragment, "mesh.obj")
+    assert list(tmp_path.iterdir()) == ([mesh] if text is not None else [])
+
+
+def test_file_that_is_not_a_mesh(tmp_path):
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    result = run_cli("render", picture, "-o", tmp_path / "out.png")
+    assert_one_line_error(result, "picture.png")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_truncated_binary_mesh(tmp_path):
+    mesh = tmp_path / "mesh.stl"
+    mesh.write_bytes(b"\0" * 80 + (1000).to_bytes(4, "little") + b"\1" * 60)
+    result = run_cli("render", mesh, "-o", tmp_path / "out.png")
+    assert_one_line_error(result, "mesh.stl")
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--size", "0x0"], "--size"),
+    (["--size", "-5x10"], "--size"),
+    (["--size", "abc"], "--size"),
+    (["--size", "200000x200000"], "--size"),
+    (["--size", "16000x16000"], "GiB"),
+    (["--eye", "1,2"], "--eye"),
+    (["--eye", "a,b,c"], "--eye"),
+    (["--light", "1,2,3:4"], "--light"),
+    (["--light", "x"], "--light"),
+    (["--renderer", "magic"], "--renderer"),
+    (["--fov", "0"], "--fov"),
+])
+def test_bad_options_fail_cleanly(tmp_path, args, fragment, monkeypatch):
+    import diffrender.cli.scene as scene
+
+    # The memory guard compares against half the machine's RAM; pin it for a stable test.
+    monkeypatch.setattr(scene.os, "sysconf", lambda name: 4096 if name == "SC_PAGE_SIZE" else (8 << 30) // 4096)
+    out = tmp_path / "out.png"
+    result = run_cli("render", "cube", "-o", out, *args)
+    assert_one_line_error(result, fragment)
+    assert not out.exists()
+
+
+def test_missing_or_unwritable_output_folder(tmp_path, monkeypatch):
+    result = run_cli("render", "cube", "-o", tmp_path / "nope" / "out.png", "--size", "16")
+    assert_one_line_error(result, "does not exist", "nope")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # CI runs as root, who may write anywhere: simulate a read-only folder instead of chmod.
+    import diffrender.images as images
+
+    real_access = images.os.access
+    monkeypatch.setattr(images.os, "access", lambda path, mode: False if str(path) == str(locked) else real_access(path, mode))
+    result = run_cli("render", "cube", "-o", locked / "out.png", "--size", "16")
+    assert_one_line_error(result, "not writable", "locked")
+    assert list(locked.iterdir()) == []
