@@ -83,3 +83,14 @@ def test_bad_shapes_raise():
         phong(inputs[0], inputs[1][:, :3], *inputs[2:])
     with pytest.raises(ValueError, match="together"):
         phong(*inputs[:6], inputs[6], None, inputs[8])
+
+
+def test_zero_normals_get_only_ambient_and_no_gradient():
+    inputs = random_inputs(5)
+    inputs[1][:, :10] = 0.0
+    leaves = [x.clone().requires_grad_(True) for x in inputs]
+    out = phong(*leaves)
+    assert torch.equal(out[:, :10], inputs[8][:, None].expand(-1, 10, -1))
+    grads = torch.autograd.grad(out.sum(), leaves)
+    for g in (grads[0], grads[1], grads[2], grads[6]):
+        assert float(g[:, :10].abs().max()) == 0.0

@@ -43,10 +43,18 @@ struct PhongPoint {
   bool with_specular;
 };
 
+// A zero normal (e.g. a background pixel, where the barycentrics are all zero) gets no light:
+// n·l = 0 switches every term off, and its gradients vanish, so such points skip the work.
+template <typename T>
+HOST_DEVICE bool unlit(const PhongPoint<T>& p) {
+  return p.normal.x == T(0) && p.normal.y == T(0) && p.normal.z == T(0);
+}
+
 // Σ_lights I·(kd·max(n·l,0) + ks·max(r·v,0)^s) + ambient.
 template <typename T>
 HOST_DEVICE Vec3<T> phong_forward(const PhongPoint<T>& p, const Vec3<T>& eye, const T* light_positions,
                                   const T* light_intensities, int num_lights, const Vec3<T>& ambient) {
+  if (unlit(p)) return ambient;
   T normal_norm, eye_distance;
   const Vec3<T> n = safe_normalize(p.normal, normal_norm, T(kNormalizeEps));
   const Vec3<T> v = safe_normalize(eye - p.position, eye_distance, T(kNormalizeEps));
@@ -77,11 +85,12 @@ HOST_DEVICE PhongPointGrad<T> phong_backward(const PhongPoint<T>& p, const Vec3<
                                              T* grad_light_positions, T* grad_light_intensities,
                                              T* grad_ambient) {
   PhongPointGrad<T> g{{0, 0, 0}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}, T(0)};
+  add3(grad_ambient, grad_out);
+  if (unlit(p)) return g;
   T normal_norm, eye_distance;
   const Vec3<T> n = safe_normalize(p.normal, normal_norm, T(kNormalizeEps));
   const Vec3<T> v = safe_normalize(eye - p.position, eye_distance, T(kNormalizeEps));
   Vec3<T> grad_n{0, 0, 0}, grad_v{0, 0, 0};
-  add3(grad_ambient, grad_out);
   for (int j = 0; j < num_lights; ++j) {
     const Vec3<T> light_position = load3(light_positions + 3 * j);
     const PhongLightTerms<T> t = phong_light_terms(p.position, n, v, light_position, p.shininess, p.with_specular);
