@@ -47,7 +47,7 @@ cuda-check:
 	files=$$(find csrc -name '*.cu'); \
 	if [ -z "$$files" ]; then echo "cuda-check: no .cu files"; exit 0; fi; \
 	for arch in $(CUDA_ARCHS); do for f in $$files; do \
-		$(NVCC) -std=c++17 -O3 -Icsrc -arch=sm_$$arch -c $$f -o /dev/null || exit 1; \
+		$(NVCC) -std=c++17 -O3 --fmad=false -Icsrc -arch=sm_$$arch -c $$f -o /dev/null || exit 1; \
 	done; done; echo "cuda-check: compiled $$(echo $$files | wc -w) .cu file(s) for sm_$(CUDA_ARCHS)"
 
 clean:

@@ -35,7 +35,7 @@ if want_cuda():
         sources("*.cpp") + sources("*.cu"),
         include_dirs=include_dirs,
         define_macros=[("WITH_CUDA", None)],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--fmad=false"]},
         extra_link_args=link_flags,
     )
 else:

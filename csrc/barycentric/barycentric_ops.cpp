@@ -2,6 +2,11 @@
 #include "barycentric/barycentric.h"
 
 #include "common/checks.h"
+#include "common/device.h"
+
+#ifdef WITH_CUDA
+#include "barycentric/barycentric_cuda.h"
+#endif
 
 namespace diffrender {
 
@@ -16,15 +21,28 @@ std::vector<at::Tensor> rasterize_triangles_forward(const at::Tensor& clip_verti
   TORCH_CHECK_VALUE(triangles.size(0) < (int64_t(1) << 31), "at most 2^31 - 1 triangles are supported");
   TORCH_CHECK_VALUE(clip_vertices.device() == triangles.device(),
                     "clip_vertices and triangles must be on the same device");
-  TORCH_CHECK(clip_vertices.device().is_cpu(), "rasterize_triangles: unsupported device ",
-              clip_vertices.device());
+  const bool cuda = on_cuda(clip_vertices, "rasterize_triangles");
   const auto clip = clip_vertices.contiguous();
   const auto tris = triangles.contiguous();
   const int64_t batch = clip.size(0);
   auto ids = at::empty({batch, height, width}, clip.options().dtype(at::kLong));
   auto bary = at::empty({batch, height, width, 3}, clip.options());
   auto zbuf = at::empty({batch, height, width}, clip.options());
-  rasterize_triangles_forward_cpu(clip, tris, ids, bary, zbuf);
+  if (!cuda) {
+    rasterize_triangles_forward_cpu(clip, tris, ids, bary, zbuf);
+    return {ids, bary, zbuf};
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(clip.device());
+  AT_DISPATCH_FLOATING_TYPES(clip.scalar_type(), "rasterize_triangles_forward_cuda", [&] {
+    check_cuda(rasterize_forward_cuda<scalar_t>(clip.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), batch,
+                                                clip.size(1), tris.size(0), static_cast<int>(width),
+                                                static_cast<int>(height), ids.data_ptr<int64_t>(),
+                                                bary.data_ptr<scalar_t>(), zbuf.data_ptr<scalar_t>(),
+                                                current_stream()),
+               "rasterize_triangles");
+  });
+#endif
   return {ids, bary, zbuf};
 }
 
@@ -42,8 +60,7 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
                     "barycentrics and their gradient must have shape [B,H,W,3]");
   check_same_device_dtype(clip_vertices, grad_barycentrics, "clip_vertices", "grad_barycentrics");
   check_same_device_dtype(clip_vertices, barycentrics, "clip_vertices", "barycentrics");
-  TORCH_CHECK(clip_vertices.device().is_cpu(), "rasterize_triangles: unsupported device ",
-              clip_vertices.device());
+  const bool cuda = on_cuda(clip_vertices, "rasterize_triangles");
   const auto ids = triangle_ids.contiguous();
   if (triangles.size(0) > 0) {
     const int64_t max_id = ids.max().item<int64_t>();
@@ -52,12 +69,26 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
   }
   const auto clip = clip_vertices.contiguous();
   const auto tris = triangles.contiguous();
-  auto grad_triangle = at::empty({batch, triangles.size(0), 3, 4}, clip.options());
-  rasterize_triangles_backward_cpu(clip, tris, ids, barycentrics.contiguous(),
-                                   grad_barycentrics.contiguous(), grad_triangle);
-  // Deterministic scatter of corner gradients onto shared vertices.
+  const auto bary = barycentrics.contiguous(), grad_bary = grad_barycentrics.contiguous();
   auto grad_vertices = at::zeros_like(clip);
-  grad_vertices.index_add_(1, tris.reshape({-1}), grad_triangle.reshape({batch, -1, 4}));
+  if (!cuda) {
+    auto grad_triangle = at::empty({batch, triangles.size(0), 3, 4}, clip.options());
+    rasterize_triangles_backward_cpu(clip, tris, ids, bary, grad_bary, grad_triangle);
+    // Deterministic scatter of corner gradients onto shared vertices.
+    grad_vertices.index_add_(1, tris.reshape({-1}), grad_triangle.reshape({batch, -1, 4}));
+    return grad_vertices;
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(clip.device());
+  AT_DISPATCH_FLOATING_TYPES(clip.scalar_type(), "rasterize_triangles_backward_cuda", [&] {
+    check_cuda(rasterize_backward_cuda<scalar_t>(clip.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), batch,
+                                                 clip.size(1), tris.size(0), static_cast<int>(ids.size(2)),
+                                                 static_cast<int>(ids.size(1)), ids.data_ptr<int64_t>(),
+                                                 bary.data_ptr<scalar_t>(), grad_bary.data_ptr<scalar_t>(),
+                                                 grad_vertices.data_ptr<scalar_t>(), current_stream()),
+               "rasterize_triangles backward");
+  });
+#endif
   return grad_vertices;
 }
 
@@ -77,7 +108,8 @@ void check_raster_inputs(const at::Tensor& attributes, const at::Tensor& triangl
                                                                   triangle_ids.size(2), 3}),
                     "barycentrics must be [B,H,W,3] matching triangle_ids");
   check_same_device_dtype(attributes, barycentrics, "attributes", "barycentrics");
-  TORCH_CHECK(attributes.device().is_cpu(), "interpolate: unsupported device ", attributes.device());
+  TORCH_CHECK_VALUE(triangle_ids.device() == attributes.device() && triangles.device() == attributes.device(),
+                    "interpolate: all tensors must be on one device");
   TORCH_CHECK_VALUE(triangles.size(0) > 0, "interpolate needs at least one triangle");
   TORCH_CHECK_INDEX(triangle_ids.min().item<int64_t>() >= 0 &&
                         triangle_ids.max().item<int64_t>() < triangles.size(0),
@@ -89,10 +121,24 @@ void check_raster_inputs(const at::Tensor& attributes, const at::Tensor& triangl
 at::Tensor interpolate_forward(const at::Tensor& attributes, const at::Tensor& triangles,
                                const at::Tensor& triangle_ids, const at::Tensor& barycentrics) {
   check_raster_inputs(attributes, triangles, triangle_ids, barycentrics);
-  const auto attr = attributes.contiguous();
-  auto out = at::empty({triangle_ids.size(0), triangle_ids.size(1), triangle_ids.size(2), attr.size(2)},
-                       attr.options());
-  interpolate_forward_cpu(attr, triangles.contiguous(), triangle_ids.contiguous(), barycentrics.contiguous(), out);
+  const bool cuda = on_cuda(attributes, "interpolate");
+  const auto attr = attributes.contiguous(), tris = triangles.contiguous();
+  const auto ids = triangle_ids.contiguous(), bary = barycentrics.contiguous();
+  auto out = at::empty({ids.size(0), ids.size(1), ids.size(2), attr.size(2)}, attr.options());
+  if (!cuda) {
+    interpolate_forward_cpu(attr, tris, ids, bary, out);
+    return out;
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(attr.device());
+  AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_forward_cuda", [&] {
+    check_cuda(interpolate_forward_cuda<scalar_t>(attr.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attr.size(0),
+                                                  attr.size(1), attr.size(2), ids.size(1) * ids.size(2),
+                                                  ids.data_ptr<int64_t>(), bary.data_ptr<scalar_t>(),
+                                                  out.data_ptr<scalar_t>(), current_stream()),
+               "interpolate");
+  });
+#endif
   return out;
 }
 
@@ -106,13 +152,28 @@ std::vector<at::Tensor> interpolate_backward(const at::Tensor& grad_out, const a
                                                               channels}),
                     "grad_out must be [B,H,W,C]");
   check_same_device_dtype(attributes, grad_out, "attributes", "grad_out");
-  const auto tris = triangles.contiguous();
-  auto grad_corners = at::empty({batch, tris.size(0), 3, channels}, attr.options());
-  auto grad_bary = at::empty_like(barycentrics, at::MemoryFormat::Contiguous);
-  interpolate_backward_cpu(grad_out.contiguous(), attr, tris, triangle_ids.contiguous(), barycentrics.contiguous(),
-                           grad_corners, grad_bary);
+  const bool cuda = on_cuda(attributes, "interpolate");
+  const auto tris = triangles.contiguous(), ids = triangle_ids.contiguous(), bary = barycentrics.contiguous();
+  const auto grad = grad_out.contiguous();
+  auto grad_bary = at::empty_like(bary);
   auto grad_attributes = at::zeros_like(attr);
-  grad_attributes.index_add_(1, tris.reshape({-1}), grad_corners.reshape({batch, -1, channels}));
+  if (!cuda) {
+    auto grad_corners = at::empty({batch, tris.size(0), 3, channels}, attr.options());
+    interpolate_backward_cpu(grad, attr, tris, ids, bary, grad_corners, grad_bary);
+    grad_attributes.index_add_(1, tris.reshape({-1}), grad_corners.reshape({batch, -1, channels}));
+    return {grad_attributes, grad_bary};
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(attr.device());
+  AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_backward_cuda", [&] {
+    check_cuda(interpolate_backward_cuda<scalar_t>(grad.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(),
+                                                   tris.data_ptr<int64_t>(), batch, attr.size(1), channels,
+                                                   ids.size(1) * ids.size(2), ids.data_ptr<int64_t>(),
+                                                   bary.data_ptr<scalar_t>(), grad_attributes.data_ptr<scalar_t>(),
+                                                   grad_bary.data_ptr<scalar_t>(), current_stream()),
+               "interpolate backward");
+  });
+#endif
   return {grad_attributes, grad_bary};
 }
 

@@ -2,6 +2,11 @@
 #include "shading/shading.h"
 
 #include "common/checks.h"
+#include "common/device.h"
+
+#ifdef WITH_CUDA
+#include "shading/shading_cuda.h"
+#endif
 
 namespace diffrender {
 namespace {
@@ -39,7 +44,6 @@ PhongInputs validated(const at::Tensor& positions, const at::Tensor& normals, co
                                 std::pair{light_positions, "light_positions"},
                                 std::pair{light_intensities, "light_intensities"}})
     check_same_device_dtype(positions, t, "positions", name);
-  TORCH_CHECK(positions.device().is_cpu(), "phong_shade: unsupported device ", positions.device());
   auto contiguous = [](const c10::optional<at::Tensor>& t) {
     return t ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
   };
@@ -47,6 +51,16 @@ PhongInputs validated(const at::Tensor& positions, const at::Tensor& normals, co
           contiguous(shininess), eye.contiguous(), light_positions.contiguous(),
           light_intensities.contiguous(), ambient.contiguous()};
 }
+
+#ifdef WITH_CUDA
+template <typename T>
+PhongDevicePointers<T> device_pointers(const PhongInputs& in) {
+  return {in.positions.data_ptr<T>(), in.normals.data_ptr<T>(), in.diffuse.data_ptr<T>(),
+          in.specular ? in.specular->data_ptr<T>() : nullptr, in.shininess ? in.shininess->data_ptr<T>() : nullptr,
+          in.eye.data_ptr<T>(), in.light_positions.data_ptr<T>(), in.light_intensities.data_ptr<T>(),
+          in.ambient.data_ptr<T>(), in.positions.size(0), in.positions.size(1), in.light_positions.size(1)};
+}
+#endif
 
 }  // namespace
 
@@ -58,7 +72,17 @@ at::Tensor phong_shade_forward(const at::Tensor& positions, const at::Tensor& no
   const PhongInputs in = validated(positions, normals, diffuse, specular, shininess, eye, light_positions,
                                    light_intensities, ambient);
   auto out = at::empty_like(in.positions);
-  phong_shade_forward_cpu(in, out);
+  if (!on_cuda(in.positions, "phong_shade")) {
+    phong_shade_forward_cpu(in, out);
+    return out;
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(out.device());
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "phong_shade_forward_cuda", [&] {
+    check_cuda(phong_forward_cuda<scalar_t>(device_pointers<scalar_t>(in), out.data_ptr<scalar_t>(), current_stream()),
+               "phong_shade");
+  });
+#endif
   return out;
 }
 
@@ -77,7 +101,21 @@ std::vector<at::Tensor> phong_shade_backward(const at::Tensor& grad_out, const a
       in.shininess ? at::empty_like(*in.shininess) : at::Tensor(),
       at::zeros_like(in.eye), at::zeros_like(in.light_positions), at::zeros_like(in.light_intensities),
       at::zeros_like(in.ambient)};
-  phong_shade_backward_cpu(in, grad_out.contiguous(), grads);
+  const auto grad = grad_out.contiguous();
+  if (!on_cuda(in.positions, "phong_shade")) {
+    phong_shade_backward_cpu(in, grad, grads);
+    return grads;
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(grad.device());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "phong_shade_backward_cuda", [&] {
+    scalar_t* pointers[9];
+    for (int k = 0; k < 9; ++k) pointers[k] = grads[k].defined() ? grads[k].data_ptr<scalar_t>() : nullptr;
+    check_cuda(phong_backward_cuda<scalar_t>(device_pointers<scalar_t>(in), grad.data_ptr<scalar_t>(), pointers,
+                                             current_stream()),
+               "phong_shade backward");
+  });
+#endif
   return grads;
 }
 

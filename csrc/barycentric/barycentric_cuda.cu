@@ -1,0 +1,256 @@
+// CUDA kernels of the barycentric rasterizer, sharing barycentric_math.h with the CPU kernels.
+// Forward: triangles are binned into 16×16 tiles, then one thread block rasterizes each tile with
+// triangles staged in shared memory. Each pixel keeps the smallest depth, ties to the highest
+// triangle index: the same answer as the CPU's in-order z-test, whatever order the bins hold.
+// Backward: per-pixel gradients are scattered to vertices with an ordered (sort-based) sum, so
+// the result is the same on every run.
+#include "barycentric/barycentric_cuda.h"
+#include "barycentric/barycentric_math.h"
+#include "common/cuda_scratch.cuh"
+
+namespace diffrender {
+namespace {
+
+constexpr int kTile = 16;
+
+struct TileGrid {
+  int tiles_x, tiles_y;
+  int64_t batch;
+  __host__ __device__ int64_t count() const { return batch * tiles_x * tiles_y; }
+};
+
+template <typename T>
+__global__ void setup_and_count(const T* clip, const int64_t* triangles, int64_t num_vertices, int64_t num_triangles,
+                                int width, int height, TileGrid grid, TriangleSetup<T>* setups, int* tile_counts) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= grid.batch * num_triangles) return;
+  const T* v = clip + (i / num_triangles) * num_vertices * 4;
+  const int64_t* t = triangles + (i % num_triangles) * 3;
+  TriangleSetup<T>& s = setups[i];
+  setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, s);
+  if (s.x_min > s.x_max || s.y_min > s.y_max) return;
+  int* counts = tile_counts + (i / num_triangles) * grid.tiles_x * grid.tiles_y;
+  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
+    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx) atomicAdd(counts + ty * grid.tiles_x + tx, 1);
+}
+
+template <typename T>
+__global__ void fill_bins(const TriangleSetup<T>* setups, int64_t num_triangles, TileGrid grid, int* cursors,
+                          int32_t* entries) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= grid.batch * num_triangles) return;
+  const TriangleSetup<T>& s = setups[i];
+  if (s.x_min > s.x_max || s.y_min > s.y_max) return;
+  int* cursor = cursors + (i / num_triangles) * grid.tiles_x * grid.tiles_y;
+  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
+    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx)
+      entries[atomicAdd(cursor + ty * grid.tiles_x + tx, 1)] = static_cast<int32_t>(i % num_triangles);
+}
+
+template <typename T>
+__global__ void rasterize_tiles(const TriangleSetup<T>* setups, int64_t num_triangles, TileGrid grid,
+                                const int* offsets, const int32_t* entries, int width, int height, int64_t* ids,
+                                T* bary, T* zbuf) {
+  __shared__ TriangleSetup<T> staged[kTile * kTile];
+  __shared__ int32_t staged_ids[kTile * kTile];
+  const int64_t tile = blockIdx.x;
+  const int64_t b = tile / (grid.tiles_x * grid.tiles_y);
+  const int tile_in_image = static_cast<int>(tile % (grid.tiles_x * grid.tiles_y));
+  const int ix = (tile_in_image % grid.tiles_x) * kTile + threadIdx.x;
+  const int iy = (tile_in_image / grid.tiles_x) * kTile + threadIdx.y;
+  const int lane = threadIdx.y * kTile + threadIdx.x;
+  const bool in_image = ix < width && iy < height;
+  const T px = pixel_center_ndc<T>(ix, width), py = pixel_center_ndc<T>(iy, height);
+  const TriangleSetup<T>* image_setups = setups + b * num_triangles;
+  T best_z = T(0), best_b[3] = {T(0), T(0), T(0)};
+  int32_t best_tri = -1;
+  for (int begin = offsets[tile]; begin < offsets[tile + 1]; begin += kTile * kTile) {
+    const int n = min(kTile * kTile, offsets[tile + 1] - begin);
+    if (lane < n) {
+      staged_ids[lane] = entries[begin + lane];
+      staged[lane] = image_setups[staged_ids[lane]];
+    }
+    __syncthreads();
+    for (int k = 0; in_image && k < n; ++k) {
+      const TriangleSetup<T>& s = staged[k];
+      if (ix < s.x_min || ix > s.x_max || iy < s.y_min || iy > s.y_max) continue;
+      T e[3];
+      edge_values(s, px, py, e);
+      if (!is_inside(e)) continue;
+      T bk[3];
+      const T z = barycentrics_and_depth(s, e, bk);
+      if (!(z >= T(-1) && z <= T(1))) continue;
+      const int32_t tri = staged_ids[k];
+      if (best_tri < 0 || z < best_z || (z == best_z && tri > best_tri)) {
+        best_tri = tri;
+        best_z = z;
+        best_b[0] = bk[0]; best_b[1] = bk[1]; best_b[2] = bk[2];
+      }
+    }
+    __syncthreads();
+  }
+  if (!in_image) return;
+  const int64_t p = (b * height + iy) * int64_t(width) + ix;
+  ids[p] = best_tri < 0 ? 0 : best_tri;
+  zbuf[p] = best_tri < 0 ? T(1) : best_z;
+  for (int k = 0; k < 3; ++k) bary[3 * p + k] = best_b[k];
+}
+
+template <typename T>
+__global__ void pixel_vertex_grads(const T* clip, const int64_t* triangles, int64_t num_vertices, int64_t pixels,
+                                   int64_t total, int width, int height, const int64_t* ids, const T* bary,
+                                   const T* grad_bary, int64_t* keys, T* contributions) {
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= total) return;
+  const int64_t b = p / pixels;
+  const T* bp = bary + 3 * p;
+  const int64_t* t = triangles + 3 * ids[p];
+  const int64_t sentinel = (total / pixels) * num_vertices;
+  if (bp[0] + bp[1] + bp[2] < T(0.5)) {
+    for (int k = 0; k < 3; ++k) keys[3 * p + k] = sentinel;
+    return;
+  }
+  const T* v = clip + b * num_vertices * 4;
+  TriangleSetup<T> s;
+  setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, s);
+  T g[3][3];
+  barycentric_vertex_grads(s, bp, grad_bary + 3 * p, g);
+  for (int k = 0; k < 3; ++k) {
+    keys[3 * p + k] = b * num_vertices + t[k];
+    T* out = contributions + 4 * (3 * p + k);
+    out[0] = g[k][0]; out[1] = g[k][1]; out[2] = T(0); out[3] = g[k][2];
+  }
+}
+
+template <typename T>
+__global__ void interpolate_pixels(const T* attributes, const int64_t* triangles, int64_t num_vertices,
+                                   int64_t channels, int64_t pixels, int64_t total, const int64_t* ids,
+                                   const T* bary, T* out) {
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= total) return;
+  const T* a = attributes + (p / pixels) * num_vertices * channels;
+  const int64_t* t = triangles + 3 * ids[p];
+  const T* b = bary + 3 * p;
+  for (int64_t c = 0; c < channels; ++c)
+    out[p * channels + c] = b[0] * a[t[0] * channels + c] + b[1] * a[t[1] * channels + c] + b[2] * a[t[2] * channels + c];
+}
+
+template <typename T>
+__global__ void interpolate_pixel_grads(const T* grad_out, const T* attributes, const int64_t* triangles,
+                                        int64_t num_vertices, int64_t channels, int64_t pixels, int64_t total,
+                                        const int64_t* ids, const T* bary, T* grad_bary, int64_t* keys,
+                                        T* contributions) {
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= total) return;
+  const int64_t b = p / pixels;
+  const T* a = attributes + b * num_vertices * channels;
+  const int64_t* t = triangles + 3 * ids[p];
+  const T* bp = bary + 3 * p;
+  const T* g = grad_out + p * channels;
+  const bool covered = bp[0] + bp[1] + bp[2] >= T(0.5);
+  for (int k = 0; k < 3; ++k) {
+    T sum = T(0);
+    for (int64_t c = 0; c < channels; ++c) {
+      sum += g[c] * a[t[k] * channels + c];
+      contributions[(3 * p + k) * channels + c] = bp[k] * g[c];
+    }
+    grad_bary[3 * p + k] = sum;
+    keys[3 * p + k] = covered ? b * num_vertices + t[k] : (total / pixels) * num_vertices;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int64_t batch, int64_t num_vertices,
+                                   int64_t num_triangles, int width, int height, int64_t* ids, T* bary, T* zbuf,
+                                   cudaStream_t stream) {
+  const TileGrid grid{(width + kTile - 1) / kTile, (height + kTile - 1) / kTile, batch};
+  const int64_t tiles = grid.count(), items = batch * num_triangles;
+  Scratch<TriangleSetup<T>> setups(items, stream);
+  Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
+  DR_CUDA_TRY(setups.status());
+  DR_CUDA_TRY(counts.status());
+  DR_CUDA_TRY(offsets.status());
+  DR_CUDA_TRY(cudaMemsetAsync(counts.get(), 0, (tiles + 1) * sizeof(int), stream));
+  if (items > 0)
+    setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(clip, triangles, num_vertices, num_triangles,
+                                                                   width, height, grid, setups.get(), counts.get());
+  size_t temp_bytes = 0;
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
+  Scratch<unsigned char> temp(temp_bytes, stream);
+  DR_CUDA_TRY(temp.status());
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp.get(), temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
+  int total = 0;
+  DR_CUDA_TRY(cudaMemcpyAsync(&total, offsets.get() + tiles, sizeof(int), cudaMemcpyDeviceToHost, stream));
+  DR_CUDA_TRY(cudaStreamSynchronize(stream));
+  Scratch<int32_t> entries(total, stream);
+  DR_CUDA_TRY(entries.status());
+  // The counts buffer becomes the fill cursors, starting at each tile's offset.
+  DR_CUDA_TRY(cudaMemcpyAsync(counts.get(), offsets.get(), (tiles + 1) * sizeof(int), cudaMemcpyDeviceToDevice, stream));
+  if (items > 0)
+    fill_bins<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), num_triangles, grid, counts.get(),
+                                                             entries.get());
+  rasterize_tiles<T><<<static_cast<unsigned>(tiles), dim3(kTile, kTile), 0, stream>>>(
+      setups.get(), num_triangles, grid, offsets.get(), entries.get(), width, height, ids, bary, zbuf);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t rasterize_backward_cuda(const T* clip, const int64_t* triangles, int64_t batch, int64_t num_vertices,
+                                    int64_t num_triangles, int width, int height, const int64_t* ids, const T* bary,
+                                    const T* grad_bary, T* grad_clip, cudaStream_t stream) {
+  const int64_t pixels = int64_t(width) * height, total = batch * pixels;
+  Scratch<int64_t> keys(3 * total, stream);
+  Scratch<T> contributions(12 * total, stream);
+  DR_CUDA_TRY(keys.status());
+  DR_CUDA_TRY(contributions.status());
+  pixel_vertex_grads<T><<<blocks_for(total), kThreads, 0, stream>>>(clip, triangles, num_vertices, pixels, total,
+                                                                    width, height, ids, bary, grad_bary, keys.get(),
+                                                                    contributions.get());
+  DR_CUDA_TRY(cudaGetLastError());
+  return ordered_scatter_add(keys.get(), contributions.get(), 3 * total, 4, batch * num_vertices, grad_clip, stream);
+}
+
+template <typename T>
+cudaError_t interpolate_forward_cuda(const T* attributes, const int64_t* triangles, int64_t batch,
+                                     int64_t num_vertices, int64_t channels, int64_t pixels, const int64_t* ids,
+                                     const T* bary, T* out, cudaStream_t stream) {
+  const int64_t total = batch * pixels;
+  interpolate_pixels<T><<<blocks_for(total), kThreads, 0, stream>>>(attributes, triangles, num_vertices, channels,
+                                                                    pixels, total, ids, bary, out);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t interpolate_backward_cuda(const T* grad_out, const T* attributes, const int64_t* triangles,
+                                      int64_t batch, int64_t num_vertices, int64_t channels, int64_t pixels,
+                                      const int64_t* ids, const T* bary, T* grad_attributes, T* grad_bary,
+                                      cudaStream_t stream) {
+  const int64_t total = batch * pixels;
+  Scratch<int64_t> keys(3 * total, stream);
+  Scratch<T> contributions(3 * total * channels, stream);
+  DR_CUDA_TRY(keys.status());
+  DR_CUDA_TRY(contributions.status());
+  interpolate_pixel_grads<T><<<blocks_for(total), kThreads, 0, stream>>>(
+      grad_out, attributes, triangles, num_vertices, channels, pixels, total, ids, bary, grad_bary, keys.get(),
+      contributions.get());
+  DR_CUDA_TRY(cudaGetLastError());
+  return ordered_scatter_add(keys.get(), contributions.get(), 3 * total, static_cast<int>(channels),
+                             batch * num_vertices, grad_attributes, stream);
+}
+
+#define DR_INSTANTIATE(T)                                                                                      \
+  template cudaError_t rasterize_forward_cuda<T>(const T*, const int64_t*, int64_t, int64_t, int64_t, int, int,  \
+                                                 int64_t*, T*, T*, cudaStream_t);                              \
+  template cudaError_t rasterize_backward_cuda<T>(const T*, const int64_t*, int64_t, int64_t, int64_t, int, int, \
+                                                  const int64_t*, const T*, const T*, T*, cudaStream_t);       \
+  template cudaError_t interpolate_forward_cuda<T>(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, \
+                                                   const int64_t*, const T*, T*, cudaStream_t);                \
+  template cudaError_t interpolate_backward_cuda<T>(const T*, const T*, const int64_t*, int64_t, int64_t,       \
+                                                    int64_t, int64_t, const int64_t*, const T*, T*, T*,        \
+                                                    cudaStream_t);
+DR_INSTANTIATE(float)
+DR_INSTANTIATE(double)
+
+}  // namespace diffrender

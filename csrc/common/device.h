@@ -1,0 +1,33 @@
+// Device dispatch for the torch-facing ops: CPU always; CUDA when built WITH_CUDA.
+#pragma once
+
+#include <torch/extension.h>
+
+#ifdef WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+namespace diffrender {
+
+// True for CUDA tensors (in a CUDA build), false for CPU ones; any other device is an error.
+inline bool on_cuda(const at::Tensor& t, const char* op) {
+  if (t.device().is_cpu()) return false;
+#ifdef WITH_CUDA
+  if (t.device().is_cuda()) return true;
+  TORCH_CHECK(false, op, ": unsupported device ", t.device());
+#else
+  TORCH_CHECK(false, op, ": tensors on ", t.device(), " need a CUDA build of diffrender (this one is CPU-only)");
+#endif
+  return false;
+}
+
+#ifdef WITH_CUDA
+inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); }
+
+inline void check_cuda(cudaError_t status, const char* op) {
+  TORCH_CHECK(status == cudaSuccess, op, ": CUDA error: ", cudaGetErrorString(status));
+}
+#endif
+
+}  // namespace diffrender

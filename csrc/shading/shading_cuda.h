@@ -1,0 +1,27 @@
+// Torch-free CUDA entry points of Phong shading. specular/shininess may be null. Gradient
+// buffers of the per-batch inputs (eye, lights, ambient) must be zeroed by the caller.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace diffrender {
+
+template <typename T>
+struct PhongDevicePointers {
+  const T *positions, *normals, *diffuse, *specular, *shininess, *eye, *light_positions, *light_intensities,
+      *ambient;
+  int64_t batch, points, lights;
+};
+
+template <typename T>
+cudaError_t phong_forward_cuda(const PhongDevicePointers<T>& in, T* out, cudaStream_t stream);
+
+// grads: positions, normals, diffuse, specular, shininess (per point; the last two may be null),
+// eye, light_positions, light_intensities, ambient (per batch).
+template <typename T>
+cudaError_t phong_backward_cuda(const PhongDevicePointers<T>& in, const T* grad_out, T* const grads[9],
+                                cudaStream_t stream);
+
+}  // namespace diffrender
