@@ -1,0 +1,517 @@
+// CPU kernels of the soft rasterizer.
+//
+// Forward: triangles are binned into bands of rows by their blurred bounding boxes; each band is
+// rasterized by one thread, which visits its triangles in index order and folds them into per-pixel
+// running aggregates (an online softmax for colour, a product or sum for alpha). Every pixel is
+// therefore updated by one thread in a fixed order: the same bits for any thread count.
+//
+// Backward: one thread owns each triangle and walks its blurred bounding box in raster order,
+// recomputing its coverage, depth and colour at each pixel and turning the pixel's saved
+// aggregates into its own gradient; the per-corner sums then go to the vertices in triangle
+// order. Nothing per (pixel, triangle) is ever stored.
+//
+// Both passes evaluate a triangle against a run of pixels in two phases: a branch-free loop over
+// up to kBlock pixels that the compiler vectorises (soft_sample for every pixel), then a scalar
+// loop over the pixels that the triangle really reaches.
+
+// GCC if-converts (and so vectorises) the branch-free pixel loop only when comparisons may be
+// evaluated unconditionally, which -ftrapping-math forbids. This changes no result (it only
+// concerns floating-point exception flags, which nothing reads); it must precede every include so
+// that the inline math functions and their callers agree, or GCC refuses to inline them.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include "soft/soft.h"
+
+#include "common/parallel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+namespace diffrender {
+namespace {
+
+constexpr int kBandRows = 8;
+constexpr int kBlock = 64;
+
+// Structure-of-arrays copies of SoftSample for a run of pixels, filled by a vectorised loop.
+template <typename T>
+struct SampleBlock {
+  using I = typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type;  // lane-sized ints
+  T px[kBlock], py[kBlock], e0[kBlock], e1[kBlock], e2[kBlock], esum[kBlock], d2[kBlock];
+  T l0[kBlock], l1[kBlock], l2[kBlock], t[kBlock], iw[kBlock], z[kBlock];
+  I k0[kBlock], kb[kBlock], inside[kBlock], t_free[kBlock], keep[kBlock];
+
+  // Evaluates pixels xs[0..n) of the row at height Y. With distance_only (see
+  // soft_sample_distance) the barycentric fields are left unset.
+  void fill(const SoftTriangle<T>& triangle, const T* xs, T Y, const SoftConstants<T>& constants, int n,
+            bool distance_only) {
+    // Local copies: the stores below cannot alias them, so their fields stay in registers.
+    const SoftTriangle<T> tri = triangle;
+    const SoftConstants<T> c = constants;
+    if (distance_only) {
+#pragma omp simd
+      for (int i = 0; i < n; ++i) {
+        SoftSample<T> s;
+        keep[i] = soft_sample_distance(tri, xs[i], Y, c, s);
+        px[i] = s.px; py[i] = s.py;
+        e0[i] = s.E[0]; e1[i] = s.E[1]; e2[i] = s.E[2]; esum[i] = s.esum;
+        d2[i] = s.d2; t[i] = s.t; k0[i] = s.k0; inside[i] = s.inside; t_free[i] = s.t_free;
+      }
+      return;
+    }
+#pragma omp simd
+    for (int i = 0; i < n; ++i) {
+      SoftSample<T> s;
+      keep[i] = soft_sample(tri, xs[i], Y, c, s);
+      px[i] = s.px; py[i] = s.py;
+      e0[i] = s.E[0]; e1[i] = s.E[1]; e2[i] = s.E[2]; esum[i] = s.esum;
+      d2[i] = s.d2; l0[i] = s.lambda[0]; l1[i] = s.lambda[1]; l2[i] = s.lambda[2];
+      t[i] = s.t; iw[i] = s.iw; z[i] = s.z;
+      k0[i] = s.k0; kb[i] = s.kb; inside[i] = s.inside; t_free[i] = s.t_free;
+    }
+  }
+
+  // Copies pixel i back, with only the fields that fill set.
+  void get(int i, SoftSample<T>& s, bool distance_only) const {
+    if (!distance_only) {
+      get(i, s);
+      return;
+    }
+    s.px = px[i]; s.py = py[i];
+    s.E[0] = e0[i]; s.E[1] = e1[i]; s.E[2] = e2[i]; s.esum = esum[i];
+    s.d2 = d2[i]; s.t = t[i]; s.k0 = static_cast<int>(k0[i]); s.kb = 0;
+    s.inside = inside[i] != 0; s.t_free = t_free[i] != 0;
+  }
+
+  void get(int i, SoftSample<T>& s) const {
+    s.px = px[i]; s.py = py[i];
+    s.E[0] = e0[i]; s.E[1] = e1[i]; s.E[2] = e2[i]; s.esum = esum[i];
+    s.d2 = d2[i]; s.lambda[0] = l0[i]; s.lambda[1] = l1[i]; s.lambda[2] = l2[i];
+    s.t = t[i]; s.iw = iw[i]; s.z = z[i];
+    s.k0 = static_cast<int>(k0[i]); s.kb = static_cast<int>(kb[i]);
+    s.inside = inside[i] != 0; s.t_free = t_free[i] != 0;
+  }
+};
+
+// Per-triangle setups of every batch item ([B*F], left uninitialised until filled in parallel),
+// and their row ranges in a compact array for binning ([B*F][2]; y_min > y_max when empty).
+template <typename T>
+struct Setups {
+  std::unique_ptr<SoftTriangle<T>[]> triangles;
+  std::vector<int32_t> rows;
+};
+
+template <typename T>
+Setups<T> setup_triangles(const T* screen, const int64_t* tris, int64_t batch, int64_t num_vertices,
+                          int64_t num_triangles, const SoftConstants<T>& c) {
+  Setups<T> setups;
+  setups.triangles.reset(new SoftTriangle<T>[batch * num_triangles]);
+  setups.rows.resize(2 * batch * num_triangles);
+  at::parallel_for(0, batch * num_triangles, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* v = screen + (i / num_triangles) * num_vertices * 3;
+      const int64_t* t = tris + (i % num_triangles) * 3;
+      SoftTriangle<T>& s = setups.triangles[i];
+      soft_setup_triangle(v + 3 * t[0], v + 3 * t[1], v + 3 * t[2], c, s);
+      const bool empty = s.x_min > s.x_max || s.y_min > s.y_max;
+      setups.rows[2 * i] = empty ? 1 : s.y_min;
+      setups.rows[2 * i + 1] = empty ? 0 : s.y_max;
+    }
+  });
+  return setups;
+}
+
+// Compressed lists of the triangles touching each band of each batch item, in triangle order.
+struct BandBins {
+  std::vector<int64_t> offsets;  // [batch * bands + 1]
+  std::vector<int32_t> triangles;
+};
+
+inline BandBins bin_by_band(const std::vector<int32_t>& rows, int64_t batch, int64_t num_triangles,
+                            int64_t bands) {
+  BandBins bins;
+  bins.offsets.assign(batch * bands + 1, 0);
+  for (int64_t i = 0; i < batch * num_triangles; ++i) {
+    const int32_t y_min = rows[2 * i], y_max = rows[2 * i + 1];
+    if (y_min > y_max) continue;
+    int64_t* row = bins.offsets.data() + (i / num_triangles) * bands + 1;
+    for (int band = y_min / kBandRows; band <= y_max / kBandRows; ++band) ++row[band];
+  }
+  for (size_t k = 1; k < bins.offsets.size(); ++k) bins.offsets[k] += bins.offsets[k - 1];
+  bins.triangles.resize(bins.offsets.back());
+  std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
+  for (int64_t i = 0; i < batch * num_triangles; ++i) {
+    const int32_t y_min = rows[2 * i], y_max = rows[2 * i + 1];
+    if (y_min > y_max) continue;
+    int64_t* row = cursor.data() + (i / num_triangles) * bands;
+    for (int band = y_min / kBandRows; band <= y_max / kBandRows; ++band)
+      bins.triangles[row[band]++] = static_cast<int32_t>(i % num_triangles);
+  }
+  return bins;
+}
+
+// Calls visit(ix, sample) for each pixel ix of the row at height Y that the triangle reaches,
+// left to right. Short runs (small triangles) skip the block machinery: the scalar and the
+// vectorised evaluations compute the same IEEE operations, so they agree bit for bit.
+template <typename T, typename Visit>
+inline void for_each_pixel_in_row(const SoftTriangle<T>& tri, T Y, const T* xs, const SoftConstants<T>& c,
+                                  bool distance_only, SampleBlock<T>& block, const Visit& visit) {
+  constexpr int kScalarRun = 8;
+  int lo, hi;
+  soft_row_span(tri, Y, c, lo, hi);
+  if (hi - lo < kScalarRun) {
+    for (int ix = lo; ix <= hi; ++ix) {
+      SoftSample<T> s;
+      const bool keep = distance_only ? soft_sample_distance(tri, xs[ix], Y, c, s) : soft_sample(tri, xs[ix], Y, c, s);
+      if (keep) visit(ix, s);
+    }
+    return;
+  }
+  for (int run = lo; run <= hi; run += kBlock) {
+    const int count = std::min(kBlock, hi - run + 1);
+    block.fill(tri, xs + run, Y, c, count, distance_only);
+    for (int i = 0; i < count; ++i) {
+      if (!block.keep[i]) continue;
+      SoftSample<T> s;
+      block.get(i, s, distance_only);
+      visit(run + i, s);
+    }
+  }
+}
+
+template <typename T>
+std::vector<T> pixel_centers(int extent, T scale) {
+  std::vector<T> centers(extent);
+  for (int i = 0; i < extent; ++i) centers[i] = soft_pixel_center<T>(i, extent, scale);
+  return centers;
+}
+
+// Perspective-correct attribute value of channel ch: Σ β_k a_k[ch].
+template <typename T>
+inline T interpolate(const T beta[3], const T* const a[3], int64_t ch) {
+  return beta[0] * a[0][ch] + beta[1] * a[1][ch] + beta[2] * a[2][ch];
+}
+
+// Whether the terms folded in so far fix the pixel's alpha and make its gradient zero.
+template <typename T>
+inline bool alpha_settled(int alpha_mode, const T* a) {
+  if (alpha_mode == kSoftAlphaProd) return a[3] > T(0);
+  if (alpha_mode == kSoftAlphaSum) return a[2] > T(1);
+  return a[2] > T(0);
+}
+
+template <typename T>
+void forward_impl(const SoftParams& params, const at::Tensor& screen, const at::Tensor& triangles,
+                  const at::Tensor& attributes, const at::Tensor& background, at::Tensor& image,
+                  at::Tensor& aux, at::Tensor& hard_ids) {
+  const SoftConstants<T> c = make_soft_constants<T>(params);
+  const int64_t batch = screen.size(0), num_vertices = screen.size(1);
+  const int64_t num_triangles = triangles.size(0);
+  const int64_t channels = attributes.size(2), stride = channels + 1;
+  const int height = params.height, width = params.width;
+  const int64_t bands = (height + kBandRows - 1) / kBandRows;
+  const bool softmax = channels > 0 && params.aggr_rgb == kSoftRgbSoftmax;
+  const bool hard_rgb = channels > 0 && params.aggr_rgb == kSoftRgbHard;
+  const int alpha_mode = params.aggr_alpha;
+  // Silhouettes with Euclidean distances need no barycentrics (see soft_sample_distance).
+  const bool lean = channels == 0 && params.dist_func == kSoftDistEuclidean;
+
+  const int64_t* tris = triangles.data_ptr<int64_t>();
+  const auto setups = setup_triangles(screen.data_ptr<T>(), tris, batch, num_vertices, num_triangles, c);
+  const BandBins bins = bin_by_band(setups.rows, batch, num_triangles, bands);
+  const std::vector<T> xs = pixel_centers<T>(width, c.scale_x), ys = pixel_centers<T>(height, c.scale_y);
+  const T* attr_ptr = attributes.data_ptr<T>();
+  const T* bg = background.data_ptr<T>();
+  T* img_ptr = image.data_ptr<T>();
+  T* aux_ptr = aux.data_ptr<T>();
+  int64_t* ids_ptr = hard_rgb ? hard_ids.data_ptr<int64_t>() : nullptr;
+
+  parallel_for_interleaved(batch * bands, [&](int64_t item) {
+    const int64_t b = item / bands;
+    const int y0 = static_cast<int>(item % bands) * kBandRows;
+    const int y1 = std::min(height, y0 + kBandRows);
+    const int64_t image_offset = b * int64_t(height) * width;
+    const int64_t first = image_offset + int64_t(y0) * width, last = image_offset + int64_t(y1) * width;
+    // Each band initialises its own pixels: nothing is touched by two threads.
+    for (int64_t p = first; p < last; ++p) {
+      T* px = img_ptr + p * stride;
+      for (int64_t ch = 0; ch < channels; ++ch) px[ch] = bg[ch];
+      px[channels] = T(0);
+      T* a = aux_ptr + p * kSoftAuxChannels;
+      a[0] = softmax ? c.eps_logit : (hard_rgb ? T(-1) : T(0));  // hard: best z so far (z >= 0)
+      a[1] = softmax ? T(1) : T(0);  // the background's e^{ε/γ - m} = 1
+      a[2] = alpha_mode == kSoftAlphaProd ? T(1) : T(0);
+      a[3] = T(0);
+      if (hard_rgb) ids_ptr[p] = -1;
+    }
+    const T* batch_attr = attr_ptr + b * num_vertices * channels;
+    const SoftTriangle<T>* batch_setups = setups.triangles.get() + b * num_triangles;
+    SampleBlock<T> block;
+    for (int64_t n = bins.offsets[item]; n < bins.offsets[item + 1]; ++n) {
+      const int32_t f = bins.triangles[n];
+      const SoftTriangle<T>& tri = batch_setups[f];
+      const T* corner[3] = {batch_attr + tris[3 * f] * channels, batch_attr + tris[3 * f + 1] * channels,
+                            batch_attr + tris[3 * f + 2] * channels};
+      const T vmax = tri.zmax * c.inv_gamma;
+      const bool distance_only = lean && !(tri.flags & kSoftCheckZ);
+      const int row_begin = std::max(y0, tri.y_min), row_end = std::min(y1 - 1, tri.y_max);
+      for (int iy = row_begin; iy <= row_end; ++iy) {
+        const int64_t row = image_offset + int64_t(iy) * width;
+        for_each_pixel_in_row(tri, ys[iy], xs.data(), c, distance_only, block,
+                              [&](int ix, const SoftSample<T>& s) {
+          const int64_t p = row + ix;
+          T* a = aux_ptr + p * kSoftAuxChannels;
+          // Once alpha is settled (a saturated term in the product, a sum past 1, a covered
+          // pixel) later terms change neither alpha nor its gradient; with colour they still
+          // count unless the softmax makes them vanish (m only grows).
+          if (!hard_rgb && alpha_settled(alpha_mode, a) &&
+              (!softmax || vmax - a[0] < soft_softmax_cut<T>()))
+            return;
+          T* px = img_ptr + p * stride;
+          T D, q;
+          const bool saturated = soft_coverage(s, c, D, q);
+          if (alpha_mode == kSoftAlphaProd) {
+            if (saturated) a[3] += T(1);
+            else a[2] *= q;
+          } else if (alpha_mode == kSoftAlphaSum) {
+            a[2] += D;
+          } else if (s.inside) {
+            a[2] = T(1);
+          }
+          if (softmax) {
+            // Online softmax: rescale the running sums when the maximum grows.
+            const T v = s.z * c.inv_gamma;
+            if (v > a[0]) {
+              const T scale = std::exp(a[0] - v);
+              a[1] *= scale;
+              for (int64_t ch = 0; ch < channels; ++ch) px[ch] *= scale;
+              a[0] = v;
+            }
+            const T shifted = v - a[0];
+            const T u = shifted < soft_softmax_cut<T>() ? T(0) : D * std::exp(shifted);
+            if (u > T(0)) {
+              T beta[3];
+              soft_perspective_weights(tri, s, beta);
+              a[1] += u;
+              for (int64_t ch = 0; ch < channels; ++ch) px[ch] += u * interpolate(beta, corner, ch);
+            }
+          } else if (hard_rgb && s.inside && s.z >= a[0]) {  // ties go to the later triangle
+            T beta[3];
+            soft_perspective_weights(tri, s, beta);
+            a[0] = s.z;
+            ids_ptr[p] = f;
+            for (int64_t ch = 0; ch < channels; ++ch) px[ch] = interpolate(beta, corner, ch);
+          }
+        });
+      }
+    }
+    for (int64_t p = first; p < last; ++p) {
+      T* px = img_ptr + p * stride;
+      const T* a = aux_ptr + p * kSoftAuxChannels;
+      if (softmax) {
+        const T inv = T(1) / a[1];
+        for (int64_t ch = 0; ch < channels; ++ch) px[ch] *= inv;
+      }
+      if (alpha_mode == kSoftAlphaProd) px[channels] = a[3] > T(0) ? T(1) : T(1) - a[2];
+      else if (alpha_mode == kSoftAlphaSum) px[channels] = std::min(a[2], T(1));
+      else px[channels] = a[2];
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const SoftParams& params, const at::Tensor& screen, const at::Tensor& triangles,
+                   const at::Tensor& attributes, const at::Tensor& image, const at::Tensor& aux,
+                   const at::Tensor& hard_ids, const at::Tensor& grad_image, at::Tensor& grad_vertices,
+                   at::Tensor& grad_background) {
+  const SoftConstants<T> c = make_soft_constants<T>(params);
+  const int64_t batch = screen.size(0), num_vertices = screen.size(1);
+  const int64_t num_triangles = triangles.size(0);
+  const int64_t channels = attributes.size(2), stride = channels + 1;
+  const int height = params.height, width = params.width;
+  const int64_t pixels = int64_t(height) * width;
+  const bool softmax = channels > 0 && params.aggr_rgb == kSoftRgbSoftmax;
+  const bool hard_rgb = channels > 0 && params.aggr_rgb == kSoftRgbHard;
+  const int alpha_mode = params.aggr_alpha;
+  // Silhouettes with Euclidean distances need no barycentrics (see soft_sample_distance).
+  const bool lean = channels == 0 && params.dist_func == kSoftDistEuclidean;
+
+  const T* img_ptr = image.data_ptr<T>();
+  const T* aux_ptr = aux.data_ptr<T>();
+  const T* grad_ptr = grad_image.data_ptr<T>();
+  const int64_t* ids_ptr = hard_rgb ? hard_ids.data_ptr<int64_t>() : nullptr;
+
+  // Per-pixel pass: the aggregates each triangle needs, and the background's gradient row by row.
+  // prep: {m, 1/S, g·I, alpha coefficient} where dL/ds_j (alpha part) = coef·D_j (prod) or
+  // coef·D_j(1-D_j) (sum).
+  constexpr int kPrep = 4;
+  std::vector<T> prep(batch * pixels * kPrep);
+  std::vector<T> row_bg(batch * height * channels, T(0));
+  at::parallel_for(0, batch * height, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      T* bg_sum = row_bg.data() + row * channels;
+      for (int64_t p = row * width; p < (row + 1) * width; ++p) {
+        const T* a = aux_ptr + p * kSoftAuxChannels;
+        const T* g = grad_ptr + p * stride;
+        const T* px = img_ptr + p * stride;
+        T* out = prep.data() + p * kPrep;
+        const T gA = g[channels];
+        out[0] = a[0];
+        out[1] = softmax ? T(1) / a[1] : T(0);
+        T gI = T(0);
+        for (int64_t ch = 0; ch < channels; ++ch) gI += g[ch] * px[ch];
+        out[2] = gI;
+        if (alpha_mode == kSoftAlphaProd) out[3] = a[3] > T(0) ? T(0) : gA * a[2];
+        else if (alpha_mode == kSoftAlphaSum) out[3] = a[2] <= T(1) ? gA : T(0);
+        else out[3] = T(0);
+        if (softmax) {
+          const T wb = std::exp(c.eps_logit - a[0]) * out[1];
+          for (int64_t ch = 0; ch < channels; ++ch) bg_sum[ch] += g[ch] * wb;
+        } else if (hard_rgb && ids_ptr[p] < 0) {
+          for (int64_t ch = 0; ch < channels; ++ch) bg_sum[ch] += g[ch];
+        }
+      }
+    }
+  });
+  T* gbg = grad_background.data_ptr<T>();
+  for (int64_t ch = 0; ch < channels; ++ch) gbg[ch] = T(0);
+  for (int64_t row = 0; row < batch * height; ++row)
+    for (int64_t ch = 0; ch < channels; ++ch) gbg[ch] += row_bg[row * channels + ch];
+
+  const int64_t* tris = triangles.data_ptr<int64_t>();
+  const auto setups = setup_triangles(screen.data_ptr<T>(), tris, batch, num_vertices, num_triangles, c);
+  const std::vector<T> xs = pixel_centers<T>(width, c.scale_x), ys = pixel_centers<T>(height, c.scale_y);
+  const T* attr_ptr = attributes.data_ptr<T>();
+  const int64_t corner_stride = 3 + channels;
+  std::vector<T> corners(batch * num_triangles * 3 * corner_stride);  // [B,F,3,3+C]
+  T* out_ptr = corners.data();
+
+  parallel_for_interleaved(batch * num_triangles, [&](int64_t i) {
+    const int64_t b = i / num_triangles, f = i % num_triangles;
+    T* out = out_ptr + i * 3 * corner_stride;
+    std::fill_n(out, 3 * corner_stride, T(0));
+    const SoftTriangle<T>& tri = setups.triangles[i];
+    if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
+    const T* batch_attr = attr_ptr + b * num_vertices * channels;
+    const T* corner[3] = {batch_attr + tris[3 * f] * channels, batch_attr + tris[3 * f + 1] * channels,
+                          batch_attr + tris[3 * f + 2] * channels};
+    T* gattr[3] = {out + 3, out + corner_stride + 3, out + 2 * corner_stride + 3};
+    T gp[3][2] = {{0, 0}, {0, 0}, {0, 0}};
+    T giw[3] = {0, 0, 0};
+    const T vmax = tri.zmax * c.inv_gamma;
+    const bool distance_only = lean && !(tri.flags & kSoftCheckZ);
+    SampleBlock<T> block;
+    const int64_t image_offset = b * pixels;
+    for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
+      const int64_t row = image_offset + int64_t(iy) * width;
+      for_each_pixel_in_row(tri, ys[iy], xs.data(), c, distance_only, block,
+                            [&](int ix, const SoftSample<T>& s) {
+        const int64_t p = row + ix;
+        const T* pr = prep.data() + p * kPrep;
+        // Skip pixels where this triangle can receive no gradient: no alpha gradient, and no
+        // colour (none, hidden by the softmax, or not the z-buffer winner).
+        const bool colour_path = softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (hard_rgb && ids_ptr[p] == f);
+        if (pr[3] == T(0) && !colour_path) return;
+        T D, q;
+        const bool saturated = soft_coverage(s, c, D, q);
+        if (saturated && !colour_path) return;
+        T gs = T(0);  // dL/ds, s = δd²/σ
+        if (!saturated) gs = pr[3] * (alpha_mode == kSoftAlphaProd ? D : D * q);
+        bool has_gl = false;
+        T Q[3];
+        if (colour_path) {
+          const T shifted = s.z * c.inv_gamma - pr[0];
+          const T e = !softmax ? T(1) : (shifted < soft_softmax_cut<T>() ? T(0) : std::exp(shifted));
+          if (e > T(0)) {
+            const T w = softmax ? D * e * pr[1] : T(1);
+            const T* g = grad_ptr + p * stride;
+            T beta[3], ga[3];
+            soft_perspective_weights(tri, s, beta);
+            for (int k = 0; k < 3; ++k) {
+              T dot = T(0);
+              for (int64_t ch = 0; ch < channels; ++ch) dot += g[ch] * corner[k][ch];
+              ga[k] = dot;
+              const T f_attr = beta[k] * w;
+              for (int64_t ch = 0; ch < channels; ++ch) gattr[k][ch] += f_attr * g[ch];
+            }
+            const T gC = beta[0] * ga[0] + beta[1] * ga[1] + beta[2] * ga[2];
+            T gz = T(0);
+            if (softmax) {
+              const T coef = gC - pr[2];
+              if (!saturated) gs += coef * e * pr[1] * D * q;
+              gz = coef * w * c.inv_gamma;
+            }
+            // C = Σ β_k a_k with β_k = λ_k iw_k / iw, z = (iw - 1/far)/range, iw = Σ λ_k iw_k:
+            // dL/dλ_k = iw_k Q_k and dL/d(iw_k) = λ_k Q_k.
+            const T inv_iw = T(1) / s.iw;
+            for (int k = 0; k < 3; ++k) Q[k] = w * (ga[k] - gC) * inv_iw + gz * c.inv_range;
+            has_gl = true;
+          }
+        }
+        const T gd2 = saturated ? T(0) : gs * (s.inside ? c.inv_sigma : -c.inv_sigma);
+        if (gd2 == T(0) && !has_gl) return;
+        T gl[3] = {T(0), T(0), T(0)};
+        if (has_gl) {
+          for (int k = 0; k < 3; ++k) {
+            gl[k] = tri.iw[k] * Q[k];
+            giw[k] += s.lambda[k] * Q[k];
+          }
+        }
+        soft_geometry_backward(tri, s, c, gd2, has_gl, gl, gp);
+      });
+    }
+    for (int k = 0; k < 3; ++k) {
+      out[k * corner_stride + 0] = gp[k][0] * c.scale_x;
+      out[k * corner_stride + 1] = gp[k][1] * c.scale_y;
+      out[k * corner_stride + 2] = giw[k];
+    }
+  });
+
+  // Corners to vertices, in triangle order: deterministic, and far cheaper than index_add_.
+  T* grad_v = grad_vertices.data_ptr<T>();
+  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      T* out = grad_v + b * num_vertices * corner_stride;
+      std::fill_n(out, num_vertices * corner_stride, T(0));
+      const T* in = out_ptr + b * num_triangles * 3 * corner_stride;
+      for (int64_t corner = 0; corner < num_triangles * 3; ++corner) {
+        T* dst = out + tris[corner] * corner_stride;
+        const T* src = in + corner * corner_stride;
+        for (int64_t ch = 0; ch < corner_stride; ++ch) dst[ch] += src[ch];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void soft_rasterize_forward_cpu(const SoftParams& params, const at::Tensor& screen_vertices,
+                                const at::Tensor& triangles, const at::Tensor& attributes,
+                                const at::Tensor& background, at::Tensor& image, at::Tensor& aux,
+                                at::Tensor& hard_ids) {
+  AT_DISPATCH_FLOATING_TYPES(screen_vertices.scalar_type(), "soft_rasterize_forward_cpu", [&] {
+    forward_impl<scalar_t>(params, screen_vertices, triangles, attributes, background, image, aux,
+                           hard_ids);
+  });
+}
+
+void soft_rasterize_backward_cpu(const SoftParams& params, const at::Tensor& screen_vertices,
+                                 const at::Tensor& triangles, const at::Tensor& attributes,
+                                 const at::Tensor& background, const at::Tensor& image,
+                                 const at::Tensor& aux, const at::Tensor& hard_ids,
+                                 const at::Tensor& grad_image, at::Tensor& grad_vertices,
+                                 at::Tensor& grad_background) {
+  (void)background;
+  AT_DISPATCH_FLOATING_TYPES(screen_vertices.scalar_type(), "soft_rasterize_backward_cpu", [&] {
+    backward_impl<scalar_t>(params, screen_vertices, triangles, attributes, image, aux, hard_ids,
+                            grad_image, grad_vertices, grad_background);
+  });
+}
+
+}  // namespace diffrender
