@@ -34,6 +34,8 @@ demo: install
 	mkdir -p out
 	$(VENV)/bin/diffrender render teapot -o out/teapot.png
 	@echo "wrote out/teapot.png"
+	$(VENV)/bin/diffrender fit --config configs/demo.toml -o out/fit
+	@echo "wrote out/fit/progress.mp4 (a sphere fitted to four silhouettes of the teapot)"
 
 test: install cuda-check
 	$(PY) -m pytest -q -m "not cuda" tests

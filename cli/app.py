@@ -7,6 +7,8 @@ import typer
 
 import diffrender
 
+from .animate import HELP as ANIMATE_HELP, animate
+from .fit import fit
 from .render import render
 
 app = typer.Typer(
@@ -32,6 +34,8 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
 
 
 app.command(help="Render a mesh (a file trimesh reads, or sphere/cube/teapot) to an RGBA PNG.")(render)
+app.command(help="Fit a mesh's shape, pose, camera or colours to target images (PNG/JPEG or synthetic).")(fit)
+app.command(help=ANIMATE_HELP)(animate)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Annotated, List, Optional, Sequence, Tuple
 
 import torch
 import typer
@@ -94,6 +94,22 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise bad_argument(f"--device must be auto, cpu or cuda, got '{name}'")
     return torch.device(name)
+
+
+# Option declarations shared by the commands that take them (`name: SizeOption = "512x512"`), so
+# that a flag is spelt, parsed and documented the same way everywhere.
+SizeOption = Annotated[str, typer.Option(help="Image size WxH (or N for square).")]
+RendererOption = Annotated[str, typer.Option(help="barycentric (tf_mesh_renderer, hard z-buffer) or soft (SoftRas).")]
+FovOption = Annotated[float, typer.Option(help="Vertical field of view in degrees.")]
+SigmaOption = Annotated[float, typer.Option(help="Soft renderer: coverage sharpness σ.")]
+GammaOption = Annotated[float, typer.Option(help="Soft renderer: depth softmax temperature γ.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+LightOption = Annotated[List[str], typer.Option(help="Point light X,Y,Z[:R,G,B]; repeatable. Default: a white light at the camera.")]
+AmbientOption = Annotated[str, typer.Option(help="Ambient colour: grey value or R,G,B.")]
+ColorOption = Annotated[Optional[str], typer.Option(help="Diffuse colour R,G,B; default: the mesh's own colours or light grey.")]
+BackgroundOption = Annotated[Optional[str], typer.Option(help="Background R,G,B behind the render (alpha stays coverage).")]
+SpecularOption = Annotated[str, typer.Option(help="Specular colour: grey value or R,G,B (0 = none).")]
+ShininessOption = Annotated[float, typer.Option(help="Phong exponent.")]
 
 
 @dataclass

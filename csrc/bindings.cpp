@@ -1,5 +1,6 @@
 #include <torch/extension.h>
 
+#include "antialias/antialias.h"
 #include "barycentric/barycentric.h"
 #include "soft/soft.h"
 #include "shading/shading.h"
@@ -14,6 +15,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "per-pixel attributes from triangle ids and barycentrics");
   m.def("interpolate_backward", &diffrender::interpolate_backward,
         "(d/d attributes, d/d barycentrics) of interpolate");
+  m.def("antialias_forward", &diffrender::antialias_forward,
+        "analytic silhouette antialiasing: (color, pair_alpha, pair_code)", py::arg("color"),
+        py::arg("triangle_ids"), py::arg("clip_vertices"), py::arg("triangles"), py::arg("neighbors"),
+        py::arg("barycentrics") = py::none(), py::arg("z_buffer") = py::none());
+  m.def("antialias_backward", &diffrender::antialias_backward,
+        "(d/d color, d/d clip_vertices) of antialias_forward");
   m.def("phong_shade_forward", &diffrender::phong_shade_forward, "Phong shading of [B,N] points");
   m.def("phong_shade_backward", &diffrender::phong_shade_backward, "gradients of phong_shade_forward");
   m.def("soft_rasterize_forward", &diffrender::soft_rasterize_forward,

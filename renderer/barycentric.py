@@ -11,8 +11,10 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from . import antialias as _antialias_lib
 from . import camera as camera_lib
 from ._ext import _C
+from .antialias import EdgeTopology, antialias, edge_topology  # noqa: F401  (public API)
 from .shading import phong
 
 
@@ -136,7 +138,7 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
            light_positions: Tensor, light_intensities: Tensor, image_width: int, image_height: int,
            specular_colors: Optional[Tensor] = None, shininess_coefficients: Optional[Tensor] = None,
            ambient_color: Optional[Tensor] = None, fov_y: float | Tensor = 40.0,
-           near_clip: float = 0.01, far_clip: float = 10.0) -> Tensor:
+           near_clip: float = 0.01, far_clip: float = 10.0, antialias: bool = False) -> Tensor:
     """Phong-shaded render (tf_mesh_renderer's ``mesh_renderer``).
 
     Args:
@@ -150,8 +152,11 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
         specular_colors: [B,V,3] float or None; shininess_coefficients: [B,V] or [B] float.
         ambient_color: [B,3] float or None.
         fov_y: degrees, float or [B]; near_clip, far_clip: floats.
+        antialias: apply :func:`diffrender.antialias.antialias` to the RGBA, which smooths
+            silhouette edges and gives them gradients with respect to the vertices.
     Returns:
-        [B,H,W,4] float RGBA with row 0 at the top; alpha is the coverage mask.
+        [B,H,W,4] float RGBA with row 0 at the top; alpha is the coverage mask (fractional along
+        silhouettes when antialiased).
     """
     batch = vertices.shape[0]
     eye = _per_batch(camera_position, batch, 2)
@@ -165,7 +170,7 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
     # Mirroring clip y renders row 0 at the top directly: the edge functions only change sign
     # exactly, so this is bit-identical to rasterizing and then flipping the image.
     clip = clip * clip.new_tensor([1.0, -1.0, 1.0, 1.0])
-    ids, bary, _ = rasterize_triangles(clip, triangles, image_width, image_height)
+    ids, bary, z_buffer = rasterize_triangles(clip, triangles, image_width, image_height)
 
     def per_pixel(values: Tensor) -> Tensor:
         return interpolate(values, triangles, ids, bary).reshape(batch, -1, values.shape[-1])
@@ -180,7 +185,11 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
     rgb = phong(per_pixel(vertices), per_pixel(normals), per_pixel(diffuse_colors), eye, light_positions,
                 light_intensities, specular, shininess, ambient_color)
     mask = coverage(bary)
-    return torch.cat([rgb.reshape(*mask.shape[:3], 3) * mask, mask], dim=-1)
+    rgba = torch.cat([rgb.reshape(*mask.shape[:3], 3) * mask, mask], dim=-1)
+    if antialias:
+        # The mirrored clip vertices are the ones the rasterizer saw.
+        rgba = _antialias_lib.antialias(rgba, ids, clip, triangles, barycentrics=bary, z_buffer=z_buffer)
+    return rgba
 
 
 def tone_mapper(image: Tensor, gamma: float) -> Tensor:

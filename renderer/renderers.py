@@ -10,7 +10,7 @@ from typing import Optional, Protocol, Tuple
 
 from torch import Tensor
 
-from . import barycentric
+from . import barycentric, soft
 from .camera import Camera
 from .mesh import vertex_normals
 from .shading import Material, PointLights
@@ -52,9 +52,15 @@ def _specular_inputs(material: Material, vertices: Tensor):
 
 @dataclass
 class BarycentricRenderer:
-    """tf_mesh_renderer's hard z-buffer renderer with per-pixel Phong shading."""
+    """tf_mesh_renderer's hard z-buffer renderer with per-pixel Phong shading.
+
+    Attributes:
+        antialias: analytic antialiasing of silhouette edges (nvdiffrast-style), which also gives
+            silhouettes and occlusion boundaries gradients with respect to the vertices.
+    """
 
     name: str = "barycentric"
+    antialias: bool = False
 
     def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None):
         height, width = image_size
@@ -64,7 +70,7 @@ class BarycentricRenderer:
             vertices, faces, normals, colors, camera.eye, camera.lookat, camera.up, lights.positions,
             lights.intensities, width, height, specular_colors=specular,
             shininess_coefficients=shininess, ambient_color=material.ambient, fov_y=camera.fov_y,
-            near_clip=camera.near, far_clip=camera.far)
+            near_clip=camera.near, far_clip=camera.far, antialias=self.antialias)
 
 
 @dataclass
@@ -89,8 +95,6 @@ class SoftRenderer:
     def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None):
         height, width = image_size
         specular, shininess = _specular_inputs(material, vertices)
-        from . import soft
-
         return soft.render(
             vertices, faces, colors, camera.eye, camera.lookat, camera.up, lights.positions,
             lights.intensities, width, height, sigma_val=self.sigma, gamma_val=self.gamma,

@@ -1,0 +1,182 @@
+"""The `diffrender fit` TOML schema: defaults, presets, overrides and errors that name the key and
+the file:line (or the flag)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffrender.cli.config import ConfigError, Override, key_lines, load_config, parse_value
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture
+def target(tmp_path) -> Path:
+    path = tmp_path / "target.png"
+    Image.fromarray(np.zeros((8, 8, 4), dtype=np.uint8)).save(path)
+    return path
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fit.toml"
+    path.write_text(text)
+    return path
+
+
+def error_of(*args, **kwargs) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(*args, **kwargs)
+    assert caught.value.code == 2
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_fit_a_sphere_to_one_front_view(target):
+    config = load_config(None, targets=[str(target)])
+    assert config.renderer == "soft" and config.image_size is None
+    assert config.init.mesh == "sphere" and config.init.subdivisions == 3
+    assert config.optimize.params == ("vertices",) and config.optimize.steps == 1000
+    assert (config.optimize.optimizer, config.optimize.lr, config.optimize.momentum) == ("sgd", 4.0, 0.1)
+    assert (config.loss.silhouette, config.loss.edge, config.loss.laplacian, config.loss.iou) == (1.0, 0.1, 0.1, 0.0)
+    assert (config.soft.sigma, config.soft.gamma) == (1e-4, 1e-4)
+    assert len(config.views) == 1 and config.views[0].eye == (0.0, 0.0, 3.0)
+    assert config.views[0].target == str(target)
+    assert config.synthetic is None and config.output.dir == "fit_out"
+
+
+@pytest.mark.parametrize("name", ["cube_pose", "teapot_pose", "teapot_camera", "demo", "four_views"])
+def test_presets_are_valid(name, target):
+    targets = [str(target)] * 4 if name == "four_views" else []
+    config = load_config(CONFIGS / f"{name}.toml", targets=targets)
+    assert config.views and all(view.target or config.synthetic for view in config.views)
+
+
+def test_four_views_preset_is_the_seed_recipe(target):
+    config = load_config(CONFIGS / "four_views.toml", targets=[str(target)] * 4)
+    assert [view.eye for view in config.views] == [(0.0, 0.0, -3.0), (3.0, 0.0, 0.0), (-3.0, 0.0, 0.0), (0.0, 0.0, 3.0)]
+    assert config.image_size == (96, 96) and config.camera.fov == 60.0
+    assert (config.optimize.optimizer, config.optimize.lr, config.optimize.momentum, config.optimize.steps) == \
+        ("sgd", 4.0, 0.1, 1000)
+    assert (config.soft.sigma, config.soft.gamma) == (1e-4, 1e-4)
+
+
+def test_command_line_targets_fill_views_in_order(tmp_path, target):
+    other = tmp_path / "other.png"
+    other.write_bytes(target.read_bytes())
+    path = write(tmp_path, '[[views]]\ntarget = "x.png"\neye = [0, 0, 3]\n[[views]]\nazimuth = 90\nelevation = 0\n'
+                           'distance = 3\ntarget = "target.png"\n')
+    config = load_config(path, targets=[str(other)])
+    assert config.views[0].target == str(other)
+    assert config.views[1].target == str(tmp_path / "target.png"), "file targets are relative to the config"
+
+
+def test_several_targets_without_a_config_explain_how_to_give_cameras(target):
+    message = error_of(None, targets=[str(target), str(target)])
+    assert "2 targets but 0 [[views]]" in message and "camera" in message and "[[views]]" in message
+
+
+def test_more_targets_than_views_is_an_error(tmp_path, target):
+    path = write(tmp_path, "[[views]]\neye = [0, 0, 3]\n")
+    assert "2 targets but 1 [[views]]" in error_of(path, targets=[str(target)] * 2)
+
+
+def test_no_views_at_all_is_an_error(tmp_path):
+    assert "no views to fit" in error_of(write(tmp_path, "seed = 1\n"))
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path, target):
+    path = write(tmp_path, f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\n\n[optimize]\nsteps = 5\nlrate = 2.0\n')
+    message = error_of(path)
+    assert message.startswith(f"{path}:7: optimize.lrate: unknown key"), message
+    assert "lr" in message
+
+
+def test_wrong_type_names_file_line_and_key(tmp_path, target):
+    path = write(tmp_path, f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\n[optimize]\nlr = "fast"\n')
+    assert error_of(path) == f"{path}:5: optimize.lr: expected a number, got 'fast'"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[[views]]\neye = [0, 0]\n", ":2: views.0.eye: expected a list of 3 numbers"),
+    ('renderer = "raytracer"\n', ":1: renderer: must be one of soft, barycentric"),
+    ("[optimize]\nsteps = 0\n", ":2: optimize.steps: must be positive"),
+    ("[optimize]\nsteps = 2.5\n", ":2: optimize.steps: expected an integer"),
+    ('[optimize]\nparams = ["shape"]\n', ":2: optimize.params: expected a non-empty list of vertices, pose"),
+    ("[camera]\nfov = 200\n", ":2: camera.fov: must lie in (0, 180)"),
+    ("[camera]\nnear = 5.0\nfar = 1.0\n", ":2: camera.near: must be less than camera.far"),
+    ("image_size = [0, 96]\n", ":1: image_size: must be positive"),
+    ("[loss]\nsilhouette = 0\nedge = 0\nlaplacian = 0\n", ":1: loss: every weight is 0"),
+    ("[[lights]]\nintensity = -1\n", ":2: lights.0.intensity: must not be negative"),
+    ("[soft]\nsigma = -1e-4\n", ":2: soft.sigma: must be positive"),
+    ("[output]\nfps = 0\n", ":2: output.fps: must lie in (0, 240]"),
+    ("views = 3\n", ":1: views: expected an array of tables"),
+])
+def test_bad_values_name_the_line_and_key(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    message = error_of(path)
+    assert message.startswith(str(path)) and fragment in message, message
+
+
+def test_view_needs_exactly_one_kind_of_camera(tmp_path, target):
+    both = write(tmp_path, f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\nazimuth = 0\n')
+    assert "views.0: give either eye/lookat/up or azimuth/elevation/distance" in error_of(both)
+    neither = write(tmp_path, f'[[views]]\ntarget = "{target}"\nazimuth = 0\n')
+    assert "views.0: needs a camera" in error_of(neither)
+
+
+def test_missing_target_file_names_the_key_and_the_file(tmp_path):
+    path = write(tmp_path, '\n[[views]]\ntarget = "nowhere.png"\neye = [0, 0, 3]\n')
+    message = error_of(path)
+    assert message.startswith(f"{path}:3: views.0.target: target file not found") and "nowhere.png" in message
+
+
+def test_view_without_target_needs_synthetic(tmp_path):
+    path = write(tmp_path, "[[views]]\neye = [0, 0, 3]\n")
+    assert "views.0: has no target image" in error_of(path)
+    config = load_config(write(tmp_path, '[[views]]\neye = [0, 0, 3]\n[synthetic]\nmesh = "cube"\n'))
+    assert config.synthetic.mesh == "cube" and config.synthetic.eye is None
+
+
+def test_invalid_toml_names_the_line(tmp_path):
+    path = write(tmp_path, "seed = 1\n[optimize\nsteps = 3\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}:2: invalid TOML"), message
+
+
+def test_missing_config_file(tmp_path):
+    assert "config file not found" in error_of(tmp_path / "absent.toml")
+
+
+def test_overrides_replace_file_values_and_errors_name_the_flag(tmp_path, target):
+    path = write(tmp_path, f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\n[optimize]\nsteps = 5\n')
+    config = load_config(path, [Override("optimize.steps", 7, "--steps"), Override("soft.sigma", 1e-5, "--sigma"),
+                                Override("views.0.eye", [1.0, 2.0, 3.0], "--set views.0.eye"),
+                                Override("synthetic.mesh", "cube", "--synthetic")])
+    assert config.optimize.steps == 7 and config.soft.sigma == 1e-5 and config.views[0].eye == (1.0, 2.0, 3.0)
+    assert config.synthetic.mesh == "cube"
+    assert error_of(path, [Override("optimize.lr", -1.0, "--lr")]) == "--lr: optimize.lr: must be positive, got -1.0"
+    assert error_of(path, [Override("optimize.bogus", 1, "--set optimize.bogus")]).startswith(
+        "--set optimize.bogus: optimize.bogus: unknown key")
+
+
+def test_overrides_can_append_a_view(tmp_path, target):
+    path = write(tmp_path, f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\n')
+    config = load_config(path, [Override("views.1.eye", [3.0, 0.0, 0.0], "--set"),
+                                Override("views.1.target", str(target), "--set")])
+    assert len(config.views) == 2 and config.views[1].eye == (3.0, 0.0, 0.0)
+    assert "there is no [[...]] entry 5" in error_of(path, [Override("views.5.eye", [0, 0, 1], "--set")])
+
+
+def test_parse_value_reads_toml_and_falls_back_to_strings():
+    assert parse_value("3") == 3 and parse_value("2.5") == 2.5 and parse_value("true") is True
+    assert parse_value("[0, 1, 0]") == [0, 1, 0] and parse_value('"x y"') == "x y"
+    assert parse_value("teapot") == "teapot"
+
+
+def test_key_lines_follow_tables_and_arrays_of_tables():
+    text = "seed = 1\n[camera]\nfov = 40\n\n[[views]]\neye = [0, 0, 1]\n[[views]]\n# note\neye = [1, 0, 0]\n"
+    lines = key_lines(text)
+    assert lines == {"seed": 1, "camera": 2, "camera.fov": 3, "views.0": 5, "views.0.eye": 6, "views.1": 7,
+                     "views.1.eye": 9}
