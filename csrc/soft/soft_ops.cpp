@@ -2,8 +2,13 @@
 #include "soft/soft.h"
 
 #include "common/checks.h"
+#include "common/device.h"
 
 #include <cmath>
+
+#ifdef WITH_CUDA
+#include "soft/soft_cuda.h"
+#endif
 
 namespace diffrender {
 namespace {
@@ -45,7 +50,6 @@ void check_inputs(const at::Tensor& screen, const at::Tensor& triangles, const a
                     "screen_vertices and triangles must be on the same device");
   check_triangles(triangles, screen.size(1));
   TORCH_CHECK_VALUE(triangles.size(0) < (int64_t(1) << 31), "at most 2^31 - 1 triangles are supported");
-  TORCH_CHECK(screen.device().is_cpu(), "soft_rasterize: unsupported device ", screen.device());
 }
 
 }  // namespace
@@ -91,6 +95,7 @@ std::vector<at::Tensor> soft_rasterize_forward(const at::Tensor& screen_vertices
   const SoftParams params = make_soft_params(sigma, gamma, dist_eps, eps, near, far, aggr_rgb, aggr_alpha,
                                              dist_func, cull_backfaces, width, height);
   check_inputs(screen_vertices, triangles, attributes, background);
+  const bool cuda = on_cuda(screen_vertices, "soft_rasterize");
   const auto screen = screen_vertices.contiguous();
   const auto tris = triangles.contiguous();
   const auto attrs = attributes.contiguous();
@@ -101,7 +106,21 @@ std::vector<at::Tensor> soft_rasterize_forward(const at::Tensor& screen_vertices
   const bool hard = channels > 0 && params.aggr_rgb == kSoftRgbHard;
   auto hard_ids = hard ? at::empty({batch, height, width}, screen.options().dtype(at::kLong))
                        : at::empty({0}, screen.options().dtype(at::kLong));
-  soft_rasterize_forward_cpu(params, screen, tris, attrs, bg, image, aux, hard_ids);
+  if (!cuda) {
+    soft_rasterize_forward_cpu(params, screen, tris, attrs, bg, image, aux, hard_ids);
+    return {image, aux, hard_ids};
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(screen.device());
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_forward_cuda", [&] {
+    check_cuda(soft_rasterize_forward_cuda<scalar_t>(
+                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
+                   bg.data_ptr<scalar_t>(), batch, screen.size(1), tris.size(0), channels,
+                   image.data_ptr<scalar_t>(), aux.data_ptr<scalar_t>(),
+                   hard ? hard_ids.data_ptr<int64_t>() : nullptr, current_stream()),
+               "soft_rasterize");
+  });
+#endif
   return {image, aux, hard_ids};
 }
 
@@ -112,6 +131,7 @@ std::vector<at::Tensor> soft_rasterize_backward(
     double dist_eps, double eps, double near, double far, const std::string& aggr_rgb,
     const std::string& aggr_alpha, const std::string& dist_func, bool cull_backfaces) {
   check_inputs(screen_vertices, triangles, attributes, background);
+  const bool cuda = on_cuda(screen_vertices, "soft_rasterize");
   TORCH_CHECK_VALUE(image.dim() == 4 && image.size(0) == screen_vertices.size(0) &&
                         image.size(3) == attributes.size(2) + 1,
                     "image must have shape [B,H,W,C+1], got ", image.sizes());
@@ -130,6 +150,8 @@ std::vector<at::Tensor> soft_rasterize_backward(
     TORCH_CHECK_VALUE(hard_ids.scalar_type() == at::kLong &&
                           hard_ids.sizes() == at::IntArrayRef({batch, height, width}),
                       "hard_ids must be int64 [B,H,W] for aggr_func_rgb 'hard'");
+    TORCH_CHECK_VALUE(hard_ids.device() == screen_vertices.device(),
+                      "screen_vertices and hard_ids must be on the same device");
     if (hard_ids.numel() > 0) {
       const auto [lo, hi] = at::aminmax(hard_ids);
       TORCH_CHECK_INDEX(lo.item<int64_t>() >= -1 && hi.item<int64_t>() < triangles.size(0),
@@ -140,11 +162,34 @@ std::vector<at::Tensor> soft_rasterize_backward(
   const auto tris = triangles.contiguous();
   const auto attrs = attributes.contiguous();
   const int64_t channels = attrs.size(2);
-  auto grad_vertices = at::empty({batch, screen.size(1), 3 + channels}, screen.options());
+  if (!cuda) {
+    auto grad_vertices = at::empty({batch, screen.size(1), 3 + channels}, screen.options());
+    auto grad_background = at::empty({channels}, screen.options());
+    soft_rasterize_backward_cpu(params, screen, tris, attrs, background.contiguous(), image.contiguous(),
+                                aux.contiguous(), hard ? hard_ids.contiguous() : hard_ids,
+                                grad_image.contiguous(), grad_vertices, grad_background);
+    auto grad_screen = grad_vertices.narrow(2, 0, 3).contiguous();
+    auto grad_attributes = grad_vertices.narrow(2, 3, channels).contiguous();
+    return {grad_screen, grad_attributes, grad_background};
+  }
+  // The CUDA kernels scatter into zeroed vertex gradients.
+  auto grad_vertices = at::zeros({batch, screen.size(1), 3 + channels}, screen.options());
   auto grad_background = at::empty({channels}, screen.options());
-  soft_rasterize_backward_cpu(params, screen, tris, attrs, background.contiguous(), image.contiguous(),
-                              aux.contiguous(), hard ? hard_ids.contiguous() : hard_ids,
-                              grad_image.contiguous(), grad_vertices, grad_background);
+#ifdef WITH_CUDA
+  TORCH_CHECK_VALUE(3 * batch * tris.size(0) < (int64_t(1) << 31),
+                    "soft_rasterize backward on CUDA supports at most 2^31 - 1 triangle corners (B*F*3)");
+  const c10::cuda::CUDAGuard guard(screen.device());
+  const auto img = image.contiguous(), saved = aux.contiguous(), grad = grad_image.contiguous();
+  const auto ids = hard ? hard_ids.contiguous() : hard_ids;
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_backward_cuda", [&] {
+    check_cuda(soft_rasterize_backward_cuda<scalar_t>(
+                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(), batch,
+                   screen.size(1), tris.size(0), channels, img.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
+                   hard ? ids.data_ptr<int64_t>() : nullptr, grad.data_ptr<scalar_t>(),
+                   grad_vertices.data_ptr<scalar_t>(), grad_background.data_ptr<scalar_t>(), current_stream()),
+               "soft_rasterize backward");
+  });
+#endif
   auto grad_screen = grad_vertices.narrow(2, 0, 3).contiguous();
   auto grad_attributes = grad_vertices.narrow(2, 3, channels).contiguous();
   return {grad_screen, grad_attributes, grad_background};

@@ -1,0 +1,483 @@
+// CUDA kernels of the soft rasterizer, sharing soft_math.h with the CPU kernels (soft_cpu.cpp).
+//
+// Forward: triangles are binned into 16×16 tiles by their blurred bounding boxes (count, scan,
+// fill), each tile's list is sorted by triangle index (the fill uses atomics, so its order is
+// arbitrary), then one thread block per tile stages triangle setups in shared memory and each
+// thread folds the tile's triangles into its pixel's running aggregates in index order. This is
+// the CPU's per-pixel order, with the same row-span prefilter and the same early outs, so the two
+// agree to rounding (exp and division may differ in the last bit) and every run gives the same bits.
+//
+// Backward: as on the CPU, nothing per (pixel, triangle) is stored (memory O(pixels + F)). A
+// per-pixel pass turns the saved aggregates into the few numbers each triangle needs; then one
+// thread per triangle walks its blurred bounding box in raster order, recomputing its coverage,
+// depth and colour at each pixel, and writes its per-corner gradients [B,F,3,3+C]; the corners go
+// to the vertices with ordered_scatter_add (stable sort by vertex, summed in triangle order). No
+// atomics anywhere: the same bits on every run. Known limit: a thread walks its whole blurred
+// bounding box, so a few screen-sized triangles make one slow thread each (warps diverge); meshes
+// of many small triangles are the fast case.
+#include "soft/soft_cuda.h"
+
+#include "common/cuda_scratch.cuh"
+#include "soft/soft_math.h"
+
+namespace diffrender {
+namespace {
+
+constexpr int kTile = 16;
+
+struct TileGrid {
+  int tiles_x, tiles_y;
+  int64_t batch;
+  __host__ __device__ int64_t per_image() const { return int64_t(tiles_x) * tiles_y; }
+  __host__ __device__ int64_t count() const { return batch * per_image(); }
+};
+
+// What each kernel needs to know of the settings besides SoftConstants.
+struct SoftModes {
+  int64_t channels;
+  int alpha_mode;
+  bool softmax;   // colour by the depth softmax (C > 0)
+  bool hard_rgb;  // colour of the z-buffer winner (C > 0)
+  bool lean;      // no attributes and Euclidean distances: soft_sample_distance suffices
+};
+
+SoftModes make_modes(const SoftParams& params, int64_t channels) {
+  SoftModes m;
+  m.channels = channels;
+  m.alpha_mode = params.aggr_alpha;
+  m.softmax = channels > 0 && params.aggr_rgb == kSoftRgbSoftmax;
+  m.hard_rgb = channels > 0 && params.aggr_rgb == kSoftRgbHard;
+  m.lean = channels == 0 && params.dist_func == kSoftDistEuclidean;
+  return m;
+}
+
+// Whether the terms folded in so far fix the pixel's alpha and make its gradient zero (as in
+// soft_cpu.cpp).
+template <typename T>
+__device__ __forceinline__ bool alpha_settled(int alpha_mode, T a2, T a3) {
+  if (alpha_mode == kSoftAlphaProd) return a3 > T(0);
+  if (alpha_mode == kSoftAlphaSum) return a2 > T(1);
+  return a2 > T(0);
+}
+
+template <typename T>
+__device__ __forceinline__ T interpolate(const T beta[3], const T* const a[3], int64_t ch) {
+  return beta[0] * a[0][ch] + beta[1] * a[1][ch] + beta[2] * a[2][ch];
+}
+
+template <typename T>
+__device__ __forceinline__ bool sample_pair(const SoftTriangle<T>& tri, T X, T Y, const SoftConstants<T>& c,
+                                            bool lean, SoftSample<T>& s) {
+  return (lean && !(tri.flags & kSoftCheckZ)) ? soft_sample_distance(tri, X, Y, c, s) : soft_sample(tri, X, Y, c, s);
+}
+
+// Setup of every (batch item, triangle); with tile_counts, also counts the tiles each touches.
+template <typename T>
+__global__ void setup_and_count(const T* screen, const int64_t* triangles, int64_t num_vertices,
+                                int64_t num_triangles, SoftConstants<T> c, TileGrid grid, SoftTriangle<T>* setups,
+                                int* tile_counts) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= grid.batch * num_triangles) return;
+  const T* v = screen + (i / num_triangles) * num_vertices * 3;
+  const int64_t* t = triangles + (i % num_triangles) * 3;
+  SoftTriangle<T> s;
+  soft_setup_triangle(v + 3 * t[0], v + 3 * t[1], v + 3 * t[2], c, s);
+  setups[i] = s;
+  if (!tile_counts || s.x_min > s.x_max || s.y_min > s.y_max) return;
+  int* counts = tile_counts + (i / num_triangles) * grid.per_image();
+  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
+    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx) atomicAdd(counts + ty * grid.tiles_x + tx, 1);
+}
+
+template <typename T>
+__global__ void fill_bins(const SoftTriangle<T>* setups, int64_t num_triangles, TileGrid grid, int* cursors,
+                          int32_t* entries) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= grid.batch * num_triangles) return;
+  const SoftTriangle<T>& s = setups[i];
+  if (s.x_min > s.x_max || s.y_min > s.y_max) return;
+  int* cursor = cursors + (i / num_triangles) * grid.per_image();
+  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
+    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx)
+      entries[atomicAdd(cursor + ty * grid.tiles_x + tx, 1)] = static_cast<int32_t>(i % num_triangles);
+}
+
+// Triangles staged in shared memory per round: SoftTriangle<double> is 280 bytes, so 128 of them
+// (35 KB) fit the 48 KB static limit; 256 floats take 37 KB.
+template <typename T>
+struct Stage {
+  static constexpr int kCount = sizeof(T) == 4 ? kTile * kTile : kTile * kTile / 2;
+};
+
+// One block per tile, one thread per pixel: the forward loop of soft_cpu.cpp for one pixel, over
+// the tile's triangles in index order.
+template <typename T>
+__global__ void __launch_bounds__(kTile * kTile)
+    aggregate_tiles(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
+                    const T* background, int64_t num_vertices, int64_t num_triangles, SoftConstants<T> c,
+                    SoftModes modes, TileGrid grid, const int* offsets, const int32_t* entries, T* image, T* aux,
+                    int64_t* hard_ids) {
+  constexpr int kStage = Stage<T>::kCount;
+  __shared__ SoftTriangle<T> staged[kStage];
+  __shared__ int32_t staged_ids[kStage];
+  const int64_t tile = blockIdx.x;
+  const int64_t b = tile / grid.per_image();
+  const int tile_in_image = static_cast<int>(tile % grid.per_image());
+  const int ix = (tile_in_image % grid.tiles_x) * kTile + threadIdx.x;
+  const int iy = (tile_in_image / grid.tiles_x) * kTile + threadIdx.y;
+  const int lane = threadIdx.y * kTile + threadIdx.x;
+  const int width = c.width, height = c.height;
+  const bool in_image = ix < width && iy < height;
+  const int64_t channels = modes.channels, stride = channels + 1;
+  const bool softmax = modes.softmax, hard_rgb = modes.hard_rgb;
+  const int alpha_mode = modes.alpha_mode;
+  const T X = soft_pixel_center<T>(ix, width, c.scale_x), Y = soft_pixel_center<T>(iy, height, c.scale_y);
+  const int64_t p = (b * height + iy) * int64_t(width) + ix;
+  T* px = image + p * stride;
+  // The running aggregates (aux channels 0-3, see kSoftAuxChannels).
+  T a0 = softmax ? c.eps_logit : (hard_rgb ? T(-1) : T(0));
+  T a1 = softmax ? T(1) : T(0);
+  T a2 = alpha_mode == kSoftAlphaProd ? T(1) : T(0);
+  T a3 = T(0);
+  int64_t best = -1;
+  if (in_image)
+    for (int64_t ch = 0; ch < channels; ++ch) px[ch] = background[ch];
+  const SoftTriangle<T>* image_setups = setups + b * num_triangles;
+  const T* batch_attr = attributes + b * num_vertices * channels;
+  const T cut = soft_softmax_cut<T>();
+  for (int begin = offsets[tile]; begin < offsets[tile + 1]; begin += kStage) {
+    const int n = min(kStage, offsets[tile + 1] - begin);
+    if (lane < n) {
+      staged_ids[lane] = entries[begin + lane];
+      staged[lane] = image_setups[staged_ids[lane]];
+    }
+    __syncthreads();
+    for (int k = 0; in_image && k < n; ++k) {
+      const SoftTriangle<T>& tri = staged[k];
+      if (iy < tri.y_min || iy > tri.y_max || ix < tri.x_min || ix > tri.x_max) continue;
+      // Alpha settled and the softmax cannot see this triangle: nothing changes (as on the CPU).
+      const T vmax = tri.zmax * c.inv_gamma;
+      if (!hard_rgb && alpha_settled(alpha_mode, a2, a3) && (!softmax || vmax - a0 < cut)) continue;
+      int lo, hi;
+      soft_row_span(tri, Y, c, lo, hi);
+      if (ix < lo || ix > hi) continue;
+      SoftSample<T> s;
+      if (!sample_pair(tri, X, Y, c, modes.lean, s)) continue;
+      T D, q;
+      const bool saturated = soft_coverage(s, c, D, q);
+      if (alpha_mode == kSoftAlphaProd) {
+        if (saturated) a3 += T(1);
+        else a2 *= q;
+      } else if (alpha_mode == kSoftAlphaSum) {
+        a2 += D;
+      } else if (s.inside) {
+        a2 = T(1);
+      }
+      if (!softmax && !hard_rgb) continue;
+      const int32_t f = staged_ids[k];
+      const T* corner[3] = {batch_attr + triangles[3 * int64_t(f)] * channels,
+                            batch_attr + triangles[3 * int64_t(f) + 1] * channels,
+                            batch_attr + triangles[3 * int64_t(f) + 2] * channels};
+      if (softmax) {
+        // Online softmax: rescale the running sums when the maximum grows.
+        const T v = s.z * c.inv_gamma;
+        if (v > a0) {
+          const T scale = exp(a0 - v);
+          a1 *= scale;
+          for (int64_t ch = 0; ch < channels; ++ch) px[ch] *= scale;
+          a0 = v;
+        }
+        const T shifted = v - a0;
+        const T u = shifted < cut ? T(0) : D * exp(shifted);
+        if (u > T(0)) {
+          T beta[3];
+          soft_perspective_weights(tri, s, beta);
+          a1 += u;
+          for (int64_t ch = 0; ch < channels; ++ch) px[ch] += u * interpolate(beta, corner, ch);
+        }
+      } else if (s.inside && s.z >= a0) {  // hard rgb; ties go to the later triangle
+        T beta[3];
+        soft_perspective_weights(tri, s, beta);
+        a0 = s.z;
+        best = f;
+        for (int64_t ch = 0; ch < channels; ++ch) px[ch] = interpolate(beta, corner, ch);
+      }
+    }
+    __syncthreads();
+  }
+  if (!in_image) return;
+  T* a = aux + p * kSoftAuxChannels;
+  a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
+  if (hard_rgb) hard_ids[p] = best;
+  if (softmax) {
+    const T inv = T(1) / a1;
+    for (int64_t ch = 0; ch < channels; ++ch) px[ch] *= inv;
+  }
+  if (alpha_mode == kSoftAlphaProd) px[channels] = a3 > T(0) ? T(1) : T(1) - a2;
+  else if (alpha_mode == kSoftAlphaSum) px[channels] = a2 < T(1) ? a2 : T(1);
+  else px[channels] = a2;
+}
+
+// Per pixel: prep = {m, 1/S, g·I, alpha coefficient} (see soft_cpu.cpp's backward).
+template <typename T>
+__global__ void prepare_pixels(const T* aux, const T* image, const T* grad_image, int64_t total, SoftModes modes,
+                               T* prep) {
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= total) return;
+  const int64_t channels = modes.channels, stride = channels + 1;
+  const T* a = aux + p * kSoftAuxChannels;
+  const T* g = grad_image + p * stride;
+  const T* px = image + p * stride;
+  T* out = prep + p * 4;
+  const T gA = g[channels];
+  out[0] = a[0];
+  out[1] = modes.softmax ? T(1) / a[1] : T(0);
+  T gI = T(0);
+  for (int64_t ch = 0; ch < channels; ++ch) gI += g[ch] * px[ch];
+  out[2] = gI;
+  if (modes.alpha_mode == kSoftAlphaProd) out[3] = a[3] > T(0) ? T(0) : gA * a[2];
+  else if (modes.alpha_mode == kSoftAlphaSum) out[3] = a[2] <= T(1) ? gA : T(0);
+  else out[3] = T(0);
+}
+
+// The background's gradient per image row and channel, summed over the row's pixels in order.
+template <typename T>
+__global__ void background_rows(const T* grad_image, const T* prep, const int64_t* hard_ids, int64_t rows, int width,
+                                SoftConstants<T> c, SoftModes modes, T* row_bg) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t channels = modes.channels, stride = channels + 1;
+  if (i >= rows * channels) return;
+  const int64_t row = i / channels, ch = i % channels;
+  T sum = T(0);
+  for (int64_t p = row * width; p < (row + 1) * width; ++p) {
+    const T g = grad_image[p * stride + ch];
+    if (modes.softmax) {
+      const T* pr = prep + p * 4;
+      sum += g * (exp(c.eps_logit - pr[0]) * pr[1]);
+    } else if (modes.hard_rgb && hard_ids[p] < 0) {
+      sum += g;
+    }
+  }
+  row_bg[i] = sum;
+}
+
+template <typename T>
+__global__ void background_total(const T* row_bg, int64_t rows, int64_t channels, T* grad_background) {
+  const int64_t ch = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (ch >= channels) return;
+  T sum = T(0);
+  for (int64_t row = 0; row < rows; ++row) sum += row_bg[row * channels + ch];
+  grad_background[ch] = sum;
+}
+
+// One thread per (batch item, triangle): the backward walk of soft_cpu.cpp, writing the
+// triangle's corner gradients [3, 3+C] and the vertex keys of its corners.
+template <typename T>
+__global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
+                               int64_t batch, int64_t num_vertices, int64_t num_triangles, SoftConstants<T> c,
+                               SoftModes modes, const T* prep, const int64_t* hard_ids, const T* grad_image,
+                               T* corners, int64_t* keys) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= batch * num_triangles) return;
+  const int64_t b = i / num_triangles, f = i % num_triangles;
+  const int64_t channels = modes.channels, stride = channels + 1, corner_stride = 3 + channels;
+  const bool softmax = modes.softmax, hard_rgb = modes.hard_rgb;
+  const int alpha_mode = modes.alpha_mode;
+  const int width = c.width, height = c.height;
+  T* out = corners + i * 3 * corner_stride;
+  for (int k = 0; k < 3; ++k) keys[3 * i + k] = b * num_vertices + triangles[3 * f + k];
+  for (int64_t k = 0; k < 3 * corner_stride; ++k) out[k] = T(0);
+  const SoftTriangle<T> tri = setups[i];
+  if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
+  const T* batch_attr = attributes + b * num_vertices * channels;
+  const T* corner[3] = {batch_attr + triangles[3 * f] * channels, batch_attr + triangles[3 * f + 1] * channels,
+                        batch_attr + triangles[3 * f + 2] * channels};
+  T* gattr[3] = {out + 3, out + corner_stride + 3, out + 2 * corner_stride + 3};
+  T gp[3][2] = {{T(0), T(0)}, {T(0), T(0)}, {T(0), T(0)}};
+  T giw[3] = {T(0), T(0), T(0)};
+  const T vmax = tri.zmax * c.inv_gamma;
+  const T cut = soft_softmax_cut<T>();
+  const int64_t image_offset = b * int64_t(height) * width;
+  for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
+    const T Y = soft_pixel_center<T>(iy, height, c.scale_y);
+    int lo, hi;
+    soft_row_span(tri, Y, c, lo, hi);
+    for (int ix = lo; ix <= hi; ++ix) {
+      const T X = soft_pixel_center<T>(ix, width, c.scale_x);
+      SoftSample<T> s;
+      if (!sample_pair(tri, X, Y, c, modes.lean, s)) continue;
+      const int64_t p = image_offset + int64_t(iy) * width + ix;
+      const T* pr = prep + p * 4;
+      // Pixels where this triangle can receive no gradient: no alpha gradient, and no colour
+      // (none, hidden by the softmax, or not the z-buffer winner).
+      const bool colour_path = softmax ? vmax - pr[0] >= cut : (hard_rgb && hard_ids[p] == f);
+      if (pr[3] == T(0) && !colour_path) continue;
+      T D, q;
+      const bool saturated = soft_coverage(s, c, D, q);
+      if (saturated && !colour_path) continue;
+      T gs = T(0);  // dL/ds, s = δd²/σ
+      if (!saturated) gs = pr[3] * (alpha_mode == kSoftAlphaProd ? D : D * q);
+      bool has_gl = false;
+      T Q[3] = {T(0), T(0), T(0)};
+      if (colour_path) {
+        const T shifted = s.z * c.inv_gamma - pr[0];
+        const T e = !softmax ? T(1) : (shifted < cut ? T(0) : exp(shifted));
+        if (e > T(0)) {
+          const T w = softmax ? D * e * pr[1] : T(1);
+          const T* g = grad_image + p * stride;
+          T beta[3], ga[3];
+          soft_perspective_weights(tri, s, beta);
+          for (int k = 0; k < 3; ++k) {
+            T dot = T(0);
+            for (int64_t ch = 0; ch < channels; ++ch) dot += g[ch] * corner[k][ch];
+            ga[k] = dot;
+            const T f_attr = beta[k] * w;
+            for (int64_t ch = 0; ch < channels; ++ch) gattr[k][ch] += f_attr * g[ch];
+          }
+          const T gC = beta[0] * ga[0] + beta[1] * ga[1] + beta[2] * ga[2];
+          T gz = T(0);
+          if (softmax) {
+            const T coef = gC - pr[2];
+            if (!saturated) gs += coef * e * pr[1] * D * q;
+            gz = coef * w * c.inv_gamma;
+          }
+          const T inv_iw = T(1) / s.iw;
+          for (int k = 0; k < 3; ++k) Q[k] = w * (ga[k] - gC) * inv_iw + gz * c.inv_range;
+          has_gl = true;
+        }
+      }
+      const T gd2 = saturated ? T(0) : gs * (s.inside ? c.inv_sigma : -c.inv_sigma);
+      if (gd2 == T(0) && !has_gl) continue;
+      T gl[3] = {T(0), T(0), T(0)};
+      if (has_gl) {
+        for (int k = 0; k < 3; ++k) {
+          gl[k] = tri.iw[k] * Q[k];
+          giw[k] += s.lambda[k] * Q[k];
+        }
+      }
+      soft_geometry_backward(tri, s, c, gd2, has_gl, gl, gp);
+    }
+  }
+  for (int k = 0; k < 3; ++k) {
+    out[k * corner_stride + 0] = gp[k][0] * c.scale_x;
+    out[k * corner_stride + 1] = gp[k][1] * c.scale_y;
+    out[k * corner_stride + 2] = giw[k];
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* screen, const int64_t* triangles,
+                                        const T* attributes, const T* background, int64_t batch,
+                                        int64_t num_vertices, int64_t num_triangles, int64_t channels, T* image,
+                                        T* aux, int64_t* hard_ids, cudaStream_t stream) {
+  const SoftConstants<T> c = make_soft_constants<T>(params);
+  const SoftModes modes = make_modes(params, channels);
+  const TileGrid grid{(params.width + kTile - 1) / kTile, (params.height + kTile - 1) / kTile, batch};
+  const int64_t tiles = grid.count(), items = batch * num_triangles;
+  if (tiles == 0) return cudaSuccess;
+  Scratch<SoftTriangle<T>> setups(items, stream);
+  Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
+  DR_CUDA_TRY(setups.status());
+  DR_CUDA_TRY(counts.status());
+  DR_CUDA_TRY(offsets.status());
+  DR_CUDA_TRY(cudaMemsetAsync(counts.get(), 0, (tiles + 1) * sizeof(int), stream));
+  if (items > 0)
+    setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(screen, triangles, num_vertices, num_triangles,
+                                                                   c, grid, setups.get(), counts.get());
+  size_t temp_bytes = 0;
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
+  Scratch<unsigned char> temp(temp_bytes, stream);
+  DR_CUDA_TRY(temp.status());
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp.get(), temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
+  int total = 0;
+  DR_CUDA_TRY(cudaMemcpyAsync(&total, offsets.get() + tiles, sizeof(int), cudaMemcpyDeviceToHost, stream));
+  DR_CUDA_TRY(cudaStreamSynchronize(stream));
+  Scratch<int32_t> entries(total, stream), sorted(total, stream);
+  DR_CUDA_TRY(entries.status());
+  DR_CUDA_TRY(sorted.status());
+  if (total > 0) {
+    // The counts buffer becomes the fill cursors, starting at each tile's offset.
+    DR_CUDA_TRY(cudaMemcpyAsync(counts.get(), offsets.get(), (tiles + 1) * sizeof(int), cudaMemcpyDeviceToDevice,
+                                stream));
+    fill_bins<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), num_triangles, grid, counts.get(),
+                                                             entries.get());
+    DR_CUDA_TRY(cudaGetLastError());
+    // Each tile's triangles in index order: the CPU's order, whatever order the atomics filled.
+    const int end_bit = bits_for(num_triangles);
+    size_t sort_bytes = 0;
+    DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(nullptr, sort_bytes, entries.get(), sorted.get(), total,
+                                                        static_cast<int>(tiles), offsets.get(), offsets.get() + 1, 0,
+                                                        end_bit, stream));
+    Scratch<unsigned char> sort_temp(sort_bytes, stream);
+    DR_CUDA_TRY(sort_temp.status());
+    DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(sort_temp.get(), sort_bytes, entries.get(), sorted.get(),
+                                                        total, static_cast<int>(tiles), offsets.get(),
+                                                        offsets.get() + 1, 0, end_bit, stream));
+  }
+  aggregate_tiles<T><<<static_cast<unsigned>(tiles), dim3(kTile, kTile), 0, stream>>>(
+      setups.get(), triangles, attributes, background, num_vertices, num_triangles, c, modes, grid, offsets.get(),
+      sorted.get(), image, aux, hard_ids);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* screen, const int64_t* triangles,
+                                         const T* attributes, int64_t batch, int64_t num_vertices,
+                                         int64_t num_triangles, int64_t channels, const T* image, const T* aux,
+                                         const int64_t* hard_ids, const T* grad_image, T* grad_vertices,
+                                         T* grad_background, cudaStream_t stream) {
+  const SoftConstants<T> c = make_soft_constants<T>(params);
+  const SoftModes modes = make_modes(params, channels);
+  const int64_t rows = batch * params.height, total = rows * params.width;
+  const int64_t items = batch * num_triangles;
+  if (total == 0) {
+    if (channels > 0) DR_CUDA_TRY(cudaMemsetAsync(grad_background, 0, channels * sizeof(T), stream));
+    return cudaSuccess;
+  }
+  Scratch<T> prep(4 * total, stream);
+  DR_CUDA_TRY(prep.status());
+  prepare_pixels<T><<<blocks_for(total), kThreads, 0, stream>>>(aux, image, grad_image, total, modes, prep.get());
+  DR_CUDA_TRY(cudaGetLastError());
+  if (channels > 0) {
+    // Row sums in pixel order, then rows in order: the CPU's summation order.
+    Scratch<T> row_bg(rows * channels, stream);
+    DR_CUDA_TRY(row_bg.status());
+    background_rows<T><<<blocks_for(rows * channels), kThreads, 0, stream>>>(grad_image, prep.get(), hard_ids, rows,
+                                                                             params.width, c, modes, row_bg.get());
+    background_total<T><<<blocks_for(channels), kThreads, 0, stream>>>(row_bg.get(), rows, channels,
+                                                                       grad_background);
+    DR_CUDA_TRY(cudaGetLastError());
+  }
+  if (items == 0) return cudaSuccess;
+  const int64_t corner_stride = 3 + channels;
+  Scratch<SoftTriangle<T>> setups(items, stream);
+  Scratch<T> corners(items * 3 * corner_stride, stream);
+  Scratch<int64_t> keys(3 * items, stream);
+  DR_CUDA_TRY(setups.status());
+  DR_CUDA_TRY(corners.status());
+  DR_CUDA_TRY(keys.status());
+  const TileGrid grid{0, 0, batch};
+  setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(screen, triangles, num_vertices, num_triangles, c,
+                                                                 grid, setups.get(), nullptr);
+  triangle_grads<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), triangles, attributes, batch,
+                                                                num_vertices, num_triangles, c, modes, prep.get(),
+                                                                hard_ids, grad_image, corners.get(), keys.get());
+  DR_CUDA_TRY(cudaGetLastError());
+  // Corners to vertices: stable sort by vertex, each vertex's corners summed in triangle order.
+  return ordered_scatter_add(keys.get(), corners.get(), 3 * items, static_cast<int>(corner_stride),
+                             batch * num_vertices, grad_vertices, stream);
+}
+
+#define DR_INSTANTIATE(T)                                                                                        \
+  template cudaError_t soft_rasterize_forward_cuda<T>(const SoftParams&, const T*, const int64_t*, const T*,      \
+                                                      const T*, int64_t, int64_t, int64_t, int64_t, T*, T*,       \
+                                                      int64_t*, cudaStream_t);                                   \
+  template cudaError_t soft_rasterize_backward_cuda<T>(const SoftParams&, const T*, const int64_t*, const T*,     \
+                                                       int64_t, int64_t, int64_t, int64_t, const T*, const T*,    \
+                                                       const int64_t*, const T*, T*, T*, cudaStream_t);
+DR_INSTANTIATE(float)
+DR_INSTANTIATE(double)
+
+}  // namespace diffrender

@@ -1,0 +1,32 @@
+// Torch-free CUDA entry points of the soft rasterizer (raw device pointers, contiguous layouts as
+// in soft.h). Each returns the first CUDA error, or cudaSuccess.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "soft/soft_math.h"
+
+namespace diffrender {
+
+// screen [B,V,3] (x/w, y/w, 1/w), triangles [F,3], attributes [B,V,C], background [C].
+// Writes image [B,H,W,C+1], aux [B,H,W,kSoftAuxChannels] and, for aggr_rgb 'hard' with C > 0,
+// hard_ids [B,H,W] (nullptr otherwise), all in full. H, W come from params.
+template <typename T>
+cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* screen, const int64_t* triangles,
+                                        const T* attributes, const T* background, int64_t batch,
+                                        int64_t num_vertices, int64_t num_triangles, int64_t channels, T* image,
+                                        T* aux, int64_t* hard_ids, cudaStream_t stream);
+
+// Given the forward's image/aux/hard_ids and d(loss)/d(image): accumulates d(loss)/d(x/w, y/w, 1/w,
+// attributes) into grad_vertices [B,V,3+C] (which must be zeroed by the caller) and writes
+// grad_background [C] in full. hard_ids may be nullptr unless aggr_rgb is 'hard' with C > 0.
+template <typename T>
+cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* screen, const int64_t* triangles,
+                                         const T* attributes, int64_t batch, int64_t num_vertices,
+                                         int64_t num_triangles, int64_t channels, const T* image, const T* aux,
+                                         const int64_t* hard_ids, const T* grad_image, T* grad_vertices,
+                                         T* grad_background, cudaStream_t stream);
+
+}  // namespace diffrender
