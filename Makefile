@@ -21,12 +21,13 @@ $(VENV)/.torch: | $(PY)
 	$(PIP) install "$(TORCH)"
 	touch $@
 
+# The editable install compiles the kernels once; later edits to csrc/ only rebuild what changed.
 $(VENV)/.package: pyproject.toml setup.py $(VENV)/.torch
 	$(PIP) install "setuptools>=64" wheel ninja
 	$(PIP) install --no-build-isolation -e ".[test]"
-	touch $@
+	touch $@ $(BUILT)
 
-$(BUILT): $(VENV)/.package $(CSRC)
+$(BUILT): $(CSRC) | $(VENV)/.package
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
