@@ -21,14 +21,15 @@ $(VENV)/.torch: | $(PY)
 	$(PIP) install "$(TORCH)"
 	touch $@
 
-# The editable install compiles the kernels once; later edits to csrc/ only rebuild what changed.
 $(VENV)/.package: pyproject.toml setup.py $(VENV)/.torch
 	$(PIP) install "setuptools>=64" wheel ninja
 	$(PIP) install --no-build-isolation -e ".[test]"
-	touch $@ $(BUILT)
+	touch $@
 
-$(BUILT): $(CSRC) | $(VENV)/.package
-	$(PY) setup.py -q build_ext --inplace
+# The editable install compiles the kernels once; afterwards only edits to csrc/ rebuild them.
+$(BUILT): $(VENV)/.package $(CSRC)
+	@if [ -z "$$(ls renderer/_C*.so 2>/dev/null)" ] || [ -n "$$(find csrc setup.py -newer $$(ls renderer/_C*.so | head -1))" ]; then \
+		$(PY) setup.py -q build_ext --inplace; fi
 	touch $@
 
 demo: install
