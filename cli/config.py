@@ -9,7 +9,7 @@ Overrides are applied to the parsed TOML before validation, so a flag is checked
 the key it sets. ``views.N.KEY`` addresses the N-th ``[[views]]`` (N = the count appends one).
 
 Beyond the keys of issue 4's schema, the dataclasses below also accept: ``background``,
-``threshold`` and ``strict`` (targets without alpha, and resizing); ``init.euler``,
+``threshold`` and ``strict`` (targets without alpha, and resizing); ``threads``; ``init.euler``,
 ``init.translation``, ``init.color`` and ``init.normals`` (the starting pose and look);
 ``optimize.camera`` and ``optimize.pose`` (which parts of those to fit); ``optimize.lr_final``,
 ``optimize.anneal_start`` and ``soft.sigma_final`` (the end-of-fit anneal); and
@@ -274,6 +274,8 @@ class FitConfig:
     background: Any = key("auto", _background, "targets without alpha: background colour")
     threshold: float = key(0.1, _fraction, "targets without alpha: colour distance that counts as object")
     strict: bool = key(False, _boolean, "targets of another size are an error instead of resized")
+    antialias: bool = key(True, _boolean, "barycentric renderer: analytic antialiasing, which gives silhouettes gradients")
+    threads: int = key(0, _non_negative(_integer), "CPU threads; 0 = the cores other processes leave idle")
     camera: CameraConfig = table(CameraConfig)
     views: List[ViewConfig] = tables(ViewConfig)
     lights: List[LightConfig] = tables(LightConfig)

@@ -44,6 +44,8 @@ _PLAIN = (lambda value, flag: value)
 FLAG_KEYS = {
     "renderer": ("renderer", _PLAIN), "image_size": ("image_size", _SIZE), "seed": ("seed", _PLAIN),
     "background": ("background", _RGB), "threshold": ("threshold", _PLAIN), "strict": ("strict", _PLAIN),
+    "antialias": ("antialias", _PLAIN),
+    "threads": ("threads", _PLAIN),
     "fov": ("camera.fov", _PLAIN), "near": ("camera.near", _PLAIN), "far": ("camera.far", _PLAIN),
     "init": ("init.mesh", _PLAIN), "subdivisions": ("init.subdivisions", _PLAIN), "scale": ("init.scale", _PLAIN),
     "init_euler": ("init.euler", _VEC3), "init_translation": ("init.translation", _VEC3),
@@ -176,7 +178,8 @@ def settings_from(config: FitConfig) -> FitSettings:
         clip_grad_norm=optimize.clip_grad_norm, views_per_step=optimize.views_per_step, seed=config.seed,
         weights=LossWeights(**vars(config.loss)), renderer=config.renderer, sigma=soft.sigma, gamma=soft.gamma,
         sigma_final=soft.sigma_final, lr_final=optimize.lr_final, anneal_start=optimize.anneal_start,
-        preview_every=output.preview_every, frame_every=output.frame_every, fps=output.fps)
+        preview_every=output.preview_every, frame_every=output.frame_every, fps=output.fps,
+        antialias=config.antialias)
 
 
 def build_problem(config: FitConfig) -> FitProblem:
@@ -204,6 +207,22 @@ def build_problem(config: FitConfig) -> FitProblem:
     return FitProblem(template=template, pose=Pose.from_euler(init.euler, init.translation),
                       views=Views(camera, torch.stack(targets), names), lights=lights, material=material,
                       image_size=size, settings=settings, truth=truth)
+
+
+def choose_threads(requested: int) -> int:
+    """CPU threads for the fit: ``requested``, or for 0 torch's default less the cores that other
+    processes keep busy (the 1-minute load average). A fit runs many small parallel regions per
+    step, and OpenMP threads that wait on a descheduled peer at each one make an oversubscribed
+    fit an order of magnitude slower than a single thread."""
+    if requested > 0:
+        return requested
+    available = torch.get_num_threads()
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    idle = int((os.cpu_count() or available) - busy + 0.5)
+    return max(1, min(available, idle))
 
 
 def prepare_output(folder: Path) -> None:
@@ -248,6 +267,34 @@ def _run(problem: FitProblem, config: FitConfig, out: Path, console: Console):
     return result, params
 
 
+def _fit_and_report(config: FitConfig) -> None:
+    """Builds the problem, writes the output folder and prints the outcome (the command's body
+    once its flags are a validated config)."""
+    console = Console(stderr=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            problem = build_problem(config)
+        except FitError as error:
+            raise CliError(str(error)) from None
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    folder = Path(config.output.dir)
+    prepare_output(folder)
+    try:
+        result, params = _run(problem, config, folder, console)
+    except (FitError, VideoError) as error:
+        raise CliError(str(error)) from None
+    ious = ", ".join(f"{value:.3f}" for value in params["iou"])
+    summary = f"wrote {folder} ({result.steps_completed} steps in {result.seconds:.1f}s; hard IoU per view: {ious})"
+    if result.stopped == "interrupted":
+        typer.echo(f"interrupted: {summary}", err=True)
+        raise typer.Exit(130)
+    if result.stopped != "finished":
+        raise CliError(f"{result.stopped}; {summary}")
+    typer.echo(summary)
+
+
 @one_line_errors
 def fit(
     targets: List[Path] = typer.Argument(None, help="Target images (PNG/JPEG); they fill the config's \\[\\[views]] in order."),
@@ -260,6 +307,8 @@ def fit(
     background: Optional[str] = typer.Option(None, help="Targets without alpha: background R,G,B in [0,1], or auto (the border's median)."),
     threshold: Optional[float] = typer.Option(None, help="Targets without alpha: colour distance from the background that counts as object."),
     strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Targets of another size are an error instead of resized."),
+    antialias: Optional[bool] = typer.Option(None, "--antialias/--no-antialias", help="Barycentric renderer: analytic silhouette antialiasing (default on)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (0 = the cores other processes leave idle)."),
     fov: Optional[float] = typer.Option(None, help="Vertical field of view (degrees) of every view."),
     near: Optional[float] = typer.Option(None, help="Near clipping distance."),
     far: Optional[float] = typer.Option(None, help="Far clipping distance."),
@@ -304,26 +353,9 @@ def fit(
     values = dict(locals())  # every flag by parameter name; FLAG_KEYS maps them to config keys
     overrides = collect_overrides(values, set_, light)
     fit_config = load_config(config, overrides, [str(t) for t in targets or []])
-    console = Console(stderr=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            problem = build_problem(fit_config)
-        except FitError as error:
-            raise CliError(str(error)) from None
-    for warning in caught:
-        typer.echo(f"warning: {warning.message}", err=True)
-    folder = Path(fit_config.output.dir)
-    prepare_output(folder)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(choose_threads(fit_config.threads))
     try:
-        result, params = _run(problem, fit_config, folder, console)
-    except (FitError, VideoError) as error:
-        raise CliError(str(error)) from None
-    ious = ", ".join(f"{value:.3f}" for value in params["iou"])
-    summary = (f"wrote {folder} ({result.steps_completed} steps in {result.seconds:.1f}s; hard IoU per view: {ious})")
-    if result.stopped == "interrupted":
-        typer.echo(f"interrupted: {summary}", err=True)
-        raise typer.Exit(130)
-    if result.stopped != "finished":
-        raise CliError(f"{result.stopped}; {summary}")
-    typer.echo(summary)
+        _fit_and_report(fit_config)
+    finally:
+        torch.set_num_threads(previous)  # in-process callers (tests, notebooks) keep their own

@@ -224,6 +224,7 @@ class FitSettings:
     preview_every: int = 100
     frame_every: int = 10
     fps: float = 20.0
+    antialias: bool = True
 
     def check(self) -> None:
         """Raises FitError naming the first bad setting."""
@@ -382,16 +383,18 @@ def _pick_scene(lights: PointLights, material: Material, index: Optional[Tensor]
 
 def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tensor, faces: Tensor,
                  colors: Tensor, camera: Camera, lights: PointLights, material: Material,
-                 image_size: Tuple[int, int], normals: Optional[Tensor] = None) -> Tensor:
+                 image_size: Tuple[int, int], normals: Optional[Tensor] = None, antialias: bool = True) -> Tensor:
     """One mesh seen by B cameras in a single renderer call.
 
     Args:
+        antialias: with the barycentric renderer, analytic silhouette antialiasing (the only
+            source of gradients where silhouettes move).
         vertices: float ``[V,3]`` world positions; colors: ``[V,3]``; normals: ``[V,3]`` or None.
         camera, lights, material: B views.
     Returns:
         float ``[B,H,W,4]`` RGBA, row 0 at the top.
     """
-    settings = {"sigma": sigma, "gamma": gamma} if renderer_name == "soft" else {}
+    settings = {"sigma": sigma, "gamma": gamma} if renderer_name == "soft" else {"antialias": antialias}
     renderer = make_renderer(renderer_name, **settings)
     batch = camera.batch_size
     expand = (lambda t: None if t is None else t.unsqueeze(0).expand(batch, *t.shape))
@@ -424,7 +427,8 @@ def render_targets(settings: FitSettings, mesh: Template, pose: Pose, camera: Ca
     with torch.no_grad():
         normals = None if mesh.normals is None else mesh.normals @ pose.rotation.T
         return render_views(settings.renderer, settings.sigma, settings.gamma, pose.apply(mesh.vertices),
-                            mesh.faces, mesh.colors, camera, lights, material, image_size, normals).float()
+                            mesh.faces, mesh.colors, camera, lights, material, image_size, normals,
+                            settings.antialias).float()
 
 
 def resize_image(image: Tensor, image_size: Tuple[int, int]) -> Tensor:
@@ -554,7 +558,7 @@ class _Fitter:
         lights, material = _pick_scene(self.problem.lights, self.problem.material, index)
         return render_views(self.settings.renderer, sigma, self.settings.gamma, vertices, self.problem.template.faces,
                             self.state.colors, self.state.cameras(index), lights, material,
-                            self.problem.image_size, normals)
+                            self.problem.image_size, normals, self.settings.antialias)
 
     def iou(self) -> Tensor:
         """float32 ``[B]`` hard-silhouette IoU of the current state."""

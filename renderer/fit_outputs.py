@@ -154,7 +154,7 @@ class FitRecorder:
             losses.plot(steps, [max(row[name], 1e-12) for row in self.rows], label=name,
                         linewidth=2.0 if name == "total" else 1.0)
         losses.set_yscale("log")
-        losses.set_ylabel("loss (unweighted terms)")
+        losses.set_ylabel("loss (terms unweighted, total weighted)")
         losses.legend(loc="upper right", fontsize="small")
         iou.plot(steps, [row["iou"] for row in self.rows], color="black")
         iou.set_ylabel("hard IoU (mean)")
@@ -183,6 +183,7 @@ class FitRecorder:
             "steps_completed": result.steps_completed,
             "stopped": result.stopped,
             "fit_seconds": result.seconds,
+            "threads": torch.get_num_threads(),
             "states": "states.pt",
             "settings": settings,
         }

@@ -638,3 +638,44 @@ def test_real_sigint_stops_cleanly_and_writes_everything(tmp_path):
 def test_bad_settings_are_refused_before_the_first_step(change, message):
     with pytest.raises(fit_module.FitError, match=message.replace("[", r"\[")):
         run_fit(small_problem(**change), MemoryRecorder())
+
+
+def test_auto_threads_leave_busy_cores_alone(monkeypatch):
+    from diffrender.cli.fit import choose_threads
+
+    assert choose_threads(3) == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.5, 0.5))
+    assert choose_threads(0) == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.5, 0.5))
+    assert choose_threads(0) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.5, 0.5))
+    assert choose_threads(0) == 1
+
+
+def test_the_command_restores_the_callers_thread_count(tmp_path):
+    previous = torch.get_num_threads()
+    result = run_cli("fit", "--config", write_config(tmp_path, SYNTHETIC_CONFIG), "-o", tmp_path / "out",
+                     "--steps", "1", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "params.json").read_text())["threads"] == 1
+    assert torch.get_num_threads() == previous
+
+
+def test_barycentric_fits_antialias_by_default_and_the_flag_turns_it_off():
+    from diffrender.cli.config import FitConfig
+
+    assert FitConfig().antialias is True and FitSettings().antialias is True
+    vertices, faces = builtin_shape("cube")
+    eye = torch.tensor([[2.0, 1.5, 4.0]])
+    camera = Camera(eye, torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 0.0]]))
+    lights = PointLights(eye[:, None], torch.ones(1, 1, 3))
+    material = Material(ambient=torch.zeros(1, 3))
+    colors = torch.ones(8, 3)
+    on, off = (fit_module.render_views("barycentric", 1e-4, 1e-4, vertices, faces, colors, camera, lights,
+                                       material, (48, 48), antialias=flag) for flag in (True, False))
+    alpha_on, alpha_off = on[0, ..., 3], off[0, ..., 3]
+    assert set(alpha_off.unique().tolist()) <= {0.0, 1.0}
+    fractional = (alpha_on > 0) & (alpha_on < 1)
+    assert fractional.sum() > 10, "silhouette pixels get partial coverage"
