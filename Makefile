@@ -22,7 +22,7 @@ $(VENV)/.torch: | $(PY)
 	touch $@
 
 $(VENV)/.package: pyproject.toml setup.py $(VENV)/.torch
-	$(PIP) install "setuptools>=64" wheel ninja
+	$(PIP) install "setuptools>=77" wheel ninja
 	$(PIP) install --no-build-isolation -e ".[test]"
 	touch $@
 
