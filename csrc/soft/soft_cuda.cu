@@ -312,50 +312,8 @@ __global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* tri
       // (none, hidden by the softmax, or not the z-buffer winner).
       const bool colour_path = softmax ? vmax - pr[0] >= cut : (hard_rgb && hard_ids[p] == f);
       if (pr[3] == T(0) && !colour_path) continue;
-      T D, q;
-      const bool saturated = soft_coverage(s, c, D, q);
-      if (saturated && !colour_path) continue;
-      T gs = T(0);  // dL/ds, s = δd²/σ
-      if (!saturated) gs = pr[3] * (alpha_mode == kSoftAlphaProd ? D : D * q);
-      bool has_gl = false;
-      T Q[3] = {T(0), T(0), T(0)};
-      if (colour_path) {
-        const T shifted = s.z * c.inv_gamma - pr[0];
-        const T e = !softmax ? T(1) : (shifted < cut ? T(0) : exp(shifted));
-        if (e > T(0)) {
-          const T w = softmax ? D * e * pr[1] : T(1);
-          const T* g = grad_image + p * stride;
-          T beta[3], ga[3];
-          soft_perspective_weights(tri, s, beta);
-          for (int k = 0; k < 3; ++k) {
-            T dot = T(0);
-            for (int64_t ch = 0; ch < channels; ++ch) dot += g[ch] * corner[k][ch];
-            ga[k] = dot;
-            const T f_attr = beta[k] * w;
-            for (int64_t ch = 0; ch < channels; ++ch) gattr[k][ch] += f_attr * g[ch];
-          }
-          const T gC = beta[0] * ga[0] + beta[1] * ga[1] + beta[2] * ga[2];
-          T gz = T(0);
-          if (softmax) {
-            const T coef = gC - pr[2];
-            if (!saturated) gs += coef * e * pr[1] * D * q;
-            gz = coef * w * c.inv_gamma;
-          }
-          const T inv_iw = T(1) / s.iw;
-          for (int k = 0; k < 3; ++k) Q[k] = w * (ga[k] - gC) * inv_iw + gz * c.inv_range;
-          has_gl = true;
-        }
-      }
-      const T gd2 = saturated ? T(0) : gs * (s.inside ? c.inv_sigma : -c.inv_sigma);
-      if (gd2 == T(0) && !has_gl) continue;
-      T gl[3] = {T(0), T(0), T(0)};
-      if (has_gl) {
-        for (int k = 0; k < 3; ++k) {
-          gl[k] = tri.iw[k] * Q[k];
-          giw[k] += s.lambda[k] * Q[k];
-        }
-      }
-      soft_geometry_backward(tri, s, c, gd2, has_gl, gl, gp);
+      soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd, grad_image + p * stride,
+                         corner, channels, gattr, giw, gp);
     }
   }
   for (int k = 0; k < 3; ++k) {
