@@ -21,7 +21,6 @@ from typing import Iterator, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from .camera import Camera, frame_vertices
@@ -36,8 +35,8 @@ MAX_BATCH = 16
 PIXELS_PER_BATCH = 16 * 512 * 512
 # (view, vertex) pairs per pass when framing a turntable: about 50 MB of float32 temporaries.
 FRAMING_PAIRS = 1 << 22
-STATES_FORMAT = 1
-STATE_KEYS = ("steps", "faces", "vertices", "rotation", "translation", "eye", "lookat", "fov", "up", "colors",
+STATES_FORMAT = 2
+STATE_KEYS = ("steps", "faces", "targets", "vertices", "rotation", "translation", "eye", "lookat", "fov", "up", "colors",
               "sigma")
 WHITE = (1.0, 1.0, 1.0)
 
@@ -238,25 +237,8 @@ def _read_states(folder: Path) -> dict:
     return states
 
 
-def _read_targets(folder: Path, step: int, views: int, image_size: Tuple[int, int]) -> np.ndarray:
-    """The targets as the fit drew them: the right half of the final preview, whose rows are
-    ``render | target`` per view (see :func:`diffrender.fit_outputs.side_by_side`). states.pt
-    holds no targets, and synthetic ones exist nowhere else."""
-    path = folder / "previews" / f"step_{step:04d}.png"
-    height, width = image_size
-    try:
-        with Image.open(path) as image:
-            preview = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as error:
-        raise FitFolderError(f"cannot read the final preview {path} (it holds the targets): {_one_line(error)}") from None
-    if preview.shape[:2] != (views * height, 2 * width):
-        raise FitFolderError(f"{path} is {preview.shape[1]}x{preview.shape[0]}, expected {2 * width}x{views * height} "
-                             f"for {views} views of {width}x{height}")
-    return np.ascontiguousarray(preview.reshape(views, height, 2 * width, 3)[:, :, width:])
-
-
 def load_fit(folder: str | Path) -> FitReplay:
-    """Reads a fit output folder: ``params.json``, ``states.pt`` and the final preview.
+    """Reads a fit output folder: ``params.json`` and ``states.pt``.
 
     Raises:
         FitFolderError: not a fit output folder, or unreadable or inconsistent files.
@@ -270,10 +252,12 @@ def load_fit(folder: str | Path) -> FitReplay:
     rotation, translation = states["rotation"].float(), states["translation"].float()
     posed = states["vertices"].float() @ rotation.transpose(1, 2) + translation[:, None, :]
     views = states["eye"].shape[1]
-    targets = _read_targets(folder, int(states["steps"][-1]), views, tuple(params["image_size"]))
+    targets = states["targets"]
+    if targets.dtype != torch.uint8 or tuple(targets.shape) != (views, *params["image_size"], 3):
+        raise FitFolderError(f"{folder / 'states.pt'}: targets are not uint8 [{views},{','.join(map(str, params['image_size']))},3]")
     return FitReplay(vertices=posed, faces=states["faces"].long(), colors=states["colors"].float(),
                      eye=states["eye"].float(), lookat=states["lookat"].float(), fov=states["fov"].float(),
-                     up=states["up"].float(), sigma=states["sigma"].float(), targets=targets)
+                     up=states["up"].float(), sigma=states["sigma"].float(), targets=targets.numpy())
 
 
 def side_by_side_frames(renders: np.ndarray, targets: np.ndarray) -> np.ndarray:

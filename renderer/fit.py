@@ -28,7 +28,8 @@ gives bit-identical results.
 ``states.pt`` (for replays such as ``diffrender animate``) is a ``torch.save``'d dict with one
 entry per video frame (the states at steps 0, frame_every, 2·frame_every, … and the final one):
 
-- ``format``: 1; ``faces``: int64 ``[F,3]``;
+- ``format``: 2; ``faces``: int64 ``[F,3]``;
+- ``targets``: uint8 ``[B,H,W,3]``, the views' targets over white, as the previews show them;
 - ``steps``: int64 ``[N]``, the number of completed optimiser steps of each frame;
 - ``vertices``: float32 ``[N,V,3]`` in the mesh's own frame (before the pose);
 - ``rotation``: float32 ``[N,3,3]`` and ``translation``: float32 ``[N,3]``, the pose;

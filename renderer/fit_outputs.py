@@ -29,12 +29,17 @@ from .mesh import save_obj
 from .video import VideoWriter
 
 
+def over_white(rgba: Tensor) -> np.ndarray:
+    """float ``[...,4]`` premultiplied RGBA → uint8 ``[...,3]`` over white."""
+    rgba = rgba.detach().float().cpu()
+    return to_uint8(rgba[..., :3] + (1.0 - rgba[..., 3:]).clamp(0.0, 1.0))
+
+
 def side_by_side(rgba: Tensor, targets: Tensor) -> np.ndarray:
     """Renders next to targets over white: float ``[B,H,W,4]`` premultiplied RGBA each →
     uint8 ``[B·H, 2W, 3]``, one row per view, the render on the left."""
-    pairs = torch.cat([rgba.detach().float().cpu(), targets.float().cpu()], dim=2)  # [B,H,2W,4]
-    rgb = pairs[..., :3] + (1.0 - pairs[..., 3:]).clamp(0.0, 1.0)
-    return to_uint8(rgb.reshape(-1, *rgb.shape[2:]))
+    pairs = over_white(torch.cat([rgba.detach().float().cpu(), targets.float().cpu()], dim=2))  # [B,H,2W,3]
+    return pairs.reshape(-1, *pairs.shape[2:])
 
 
 class FitRecorder:
@@ -122,7 +127,8 @@ class FitRecorder:
     def _write_states(self, state: FitState) -> None:
         stacked = {key: torch.stack(values).float() if key != "steps" else torch.stack(values).long()
                    for key, values in self.states.items()}
-        stacked.update({"format": 1, "faces": state.faces.clone(), "up": state.up.detach().float().clone()})
+        stacked.update({"format": 2, "faces": state.faces.clone(), "up": state.up.detach().float().clone(),
+                        "targets": torch.from_numpy(over_white(self.problem.views.targets))})
         with atomic_output(self.out / "states.pt") as temporary:
             torch.save(stacked, temporary)
 
