@@ -345,7 +345,8 @@ def test_cli_writes_every_output_and_they_decode(tmp_path):
     assert len(params["iou"]) == 2 and params["stopped"] == "finished"
 
     states = torch.load(out / "states.pt", weights_only=True)
-    assert states["format"] == 1 and states["steps"].tolist() == [0, 5, 10, 12]
+    assert states["format"] == 2 and states["steps"].tolist() == [0, 5, 10, 12]
+    assert states["targets"].dtype == torch.uint8 and tuple(states["targets"].shape) == (2, 24, 32, 3)
     assert states["vertices"].shape == (4, 42, 3) and states["eye"].shape == (4, 2, 3)
     assert states["colors"].shape == (1, 42, 3) and states["rotation"].shape == (4, 3, 3)
     assert torch.allclose(states["vertices"][-1], mesh.vertices, atol=1e-6)
