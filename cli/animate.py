@@ -32,8 +32,8 @@ HELP = ("Animate a mesh on a turntable, or replay a fit next to its targets, as 
         "state, rendered from the fit's own cameras at the fit's image size next to its targets (the soft renderer "
         "uses the fit's σ of each state; --size, --frames and the camera options are for turntables); with "
         "--turntable, its final mesh spins instead.")
-NO_FFMPEG = ("no ffmpeg found for MP4 output: imageio-ffmpeg ships one, so reinstall it "
-             "(pip install --force-reinstall imageio-ffmpeg), or write a .gif or frames/%04d.png")
+NO_FFMPEG = ("no ffmpeg found for MP4 or GIF output: imageio-ffmpeg ships one, so reinstall it "
+             "(pip install --force-reinstall imageio-ffmpeg), or write frames/%04d.png")
 
 
 class _FrameRate(ProgressColumn):
@@ -54,7 +54,7 @@ def _check_output(output: Path, fps: float) -> str:
         video.check_fps(fps)
     except VideoError as error:
         raise bad_argument(f"--{error}") from None
-    if kind == "mp4" and not video.ffmpeg_available():
+    if kind in ("mp4", "gif") and not video.ffmpeg_available():
         raise CliError(NO_FFMPEG)
     return kind
 

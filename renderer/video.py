@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List
 
 import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
 
 from .images import OutputError, atomic_output
@@ -72,6 +73,7 @@ class VideoWriter:
         self._stack = contextlib.ExitStack()
         self._writer = None
         self._written: List[Path] = []
+        self._gif_path: Path | None = None
 
     def __enter__(self) -> "VideoWriter":
         if self.kind == "png-sequence":
@@ -88,7 +90,9 @@ class VideoWriter:
                     temporary, format="FFMPEG", fps=self.fps, codec="libx264", pixelformat="yuv420p",
                     macro_block_size=1, ffmpeg_log_level="error", output_params=["-movflags", "+faststart"])
             else:
-                self._writer = imageio.get_writer(temporary, format="GIF", mode="I", duration=1000.0 / self.fps, loop=0)
+                # ffmpeg streams GIF frames (each with its own palette); imageio's Pillow writer
+                # would hold every frame until the end. It starts at the first frame's size.
+                self._gif_path = temporary
         except (RuntimeError, OSError) as error:
             self._stack.close()
             raise VideoError(f"cannot start the {self.kind} encoder (imageio-ffmpeg ships ffmpeg; is it installed?): "
@@ -101,9 +105,13 @@ class VideoWriter:
             with atomic_output(target, ".png") as temporary:
                 imageio.imwrite(temporary, frame, format="PNG")
             self._written.append(target)
+        elif self.kind == "mp4":
+            self._writer.append_data(pad_to_even(flatten_alpha(frame)))
         else:
-            rgb = flatten_alpha(frame)
-            self._writer.append_data(pad_to_even(rgb) if self.kind == "mp4" else rgb)
+            rgb = np.ascontiguousarray(flatten_alpha(frame))
+            if self._writer is None:
+                self._writer = _GifStream(self._gif_path, rgb.shape[1], rgb.shape[0], self.fps)
+            self._writer.append_data(rgb)
         self.frames += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -118,11 +126,30 @@ class VideoWriter:
             self._stack.__exit__(exc_type, exc, tb)
 
 
+class _GifStream:
+    """An animated GIF written by ffmpeg as frames arrive (looping, per-frame palettes)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float):
+        self.size = (height, width)
+        self._frames = imageio_ffmpeg.write_frames(
+            str(path), (width, height), fps=fps, codec="gif", pix_fmt_in="rgb24", pix_fmt_out="pal8",
+            macro_block_size=1, ffmpeg_log_level="error",
+            output_params=["-filter_complex", "split[a][b];[a]palettegen=stats_mode=single[p];[b][p]paletteuse=new=1",
+                           "-loop", "0"])
+        self._frames.send(None)
+
+    def append_data(self, rgb: np.ndarray) -> None:
+        if rgb.shape[:2] != self.size:
+            raise VideoError(f"GIF frames must all be {self.size[1]}x{self.size[0]}, got {rgb.shape[1]}x{rgb.shape[0]}")
+        self._frames.send(rgb.tobytes())
+
+    def close(self) -> None:
+        self._frames.close()
+
+
 def ffmpeg_available() -> bool:
     """Whether imageio-ffmpeg's bundled (or a system) ffmpeg can be found."""
     try:
-        import imageio_ffmpeg
-
         return Path(imageio_ffmpeg.get_ffmpeg_exe()).exists()
-    except (ImportError, RuntimeError):
+    except RuntimeError:
         return shutil.which("ffmpeg") is not None

@@ -229,7 +229,11 @@ def test_no_ffmpeg(tmp_path, monkeypatch):
     assert_one_line_error(result, "no ffmpeg", "imageio-ffmpeg", code=1)
     assert list(tmp_path.iterdir()) == []
     result = run_cli("animate", "teapot", "-o", tmp_path / "out.gif", "--size", "16", "--frames", "2")
-    assert result.exit_code == 0, "GIF and PNG need no ffmpeg"
+    assert_one_line_error(result, "no ffmpeg", code=1)
+    (tmp_path / "frames").mkdir()
+    result = run_cli("animate", "teapot", "-o", tmp_path / "frames" / "%02d.png", "--size", "16", "--frames", "2")
+    assert result.exit_code == 0, "PNG sequences need no ffmpeg"
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["00.png", "01.png"]
 
 
 @pytest.mark.parametrize("name", ["out.mp4", "out.gif", "frames/%02d.png"])
