@@ -4,6 +4,8 @@
 // w = 0 therefore need no clipping: the signs of the edge functions sort it out.
 #pragma once
 
+#include <cmath>
+
 #include "common/host_device.h"
 
 namespace diffrender {
@@ -46,15 +48,18 @@ HOST_DEVICE void setup_triangle(const T* v0, const T* v1, const T* v2, int width
     for (int i = 0; i < 9; ++i) m[i] = -m[i];
   }
   if (w0 > T(0) && w1 > T(0) && w2 > T(0)) {
-    // In front of the eye: the projected vertices bound the triangle. Widen by a pixel so the
-    // exact edge test below decides every border pixel.
+    // In front of the eye: the projected vertices bound the triangle, and only pixel centres
+    // inside that box can pass the edge test. A small margin absorbs the rounding of x/w, so
+    // the box never drops a centre the exact test accepts, while the many sub-pixel triangles
+    // of dense meshes that straddle no centre get an empty box and cost nothing more.
     const T nx0 = x0 / w0, nx1 = x1 / w1, nx2 = x2 / w2;
     const T ny0 = y0 / w0, ny1 = y1 / w1, ny2 = y2 / w2;
     const T to_px = T(0.5) * T(width), to_py = T(0.5) * T(height);
-    const T left = (min3(nx0, nx1, nx2) + T(1)) * to_px - T(1.5);
-    const T right = (max3(nx0, nx1, nx2) + T(1)) * to_px + T(0.5);
-    const T bottom = (min3(ny0, ny1, ny2) + T(1)) * to_py - T(1.5);
-    const T top = (max3(ny0, ny1, ny2) + T(1)) * to_py + T(0.5);
+    const T margin = T(0.01);
+    const T left = ceil((min3(nx0, nx1, nx2) + T(1)) * to_px - T(0.5) - margin);
+    const T right = floor((max3(nx0, nx1, nx2) + T(1)) * to_px - T(0.5) + margin);
+    const T bottom = ceil((min3(ny0, ny1, ny2) + T(1)) * to_py - T(0.5) - margin);
+    const T top = floor((max3(ny0, ny1, ny2) + T(1)) * to_py - T(0.5) + margin);
     // Clamp in floating point first: far off-screen vertices must not overflow int.
     s.x_min = int(clamp_value(left, T(0), T(width)));
     s.x_max = int(clamp_value(right, T(-1), T(width - 1)));
