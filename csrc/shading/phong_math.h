@@ -2,6 +2,8 @@
 // CPU and CUDA kernels of both renderers.
 #pragma once
 
+#include <cstdint>
+
 #include "common/vec3.h"
 
 namespace diffrender {
@@ -48,6 +50,28 @@ struct PhongPoint {
 template <typename T>
 HOST_DEVICE bool unlit(const PhongPoint<T>& p) {
   return p.normal.x == T(0) && p.normal.y == T(0) && p.normal.z == T(0);
+}
+
+// Contiguous [B,N,...] point arrays and [B,...] per-batch arrays of one shading call, as the CPU
+// and CUDA kernels both see them. specular and shininess are null without a specular term.
+template <typename T>
+struct PhongArrays {
+  const T *positions, *normals, *diffuse, *specular, *shininess, *eye, *light_positions, *light_intensities,
+      *ambient;
+  int64_t batch, points, lights;
+};
+
+// Point i of the flattened [B*N] points.
+template <typename T>
+HOST_DEVICE PhongPoint<T> load_phong_point(const PhongArrays<T>& a, int64_t i) {
+  PhongPoint<T> p;
+  p.position = load3(a.positions + 3 * i);
+  p.normal = load3(a.normals + 3 * i);
+  p.diffuse = load3(a.diffuse + 3 * i);
+  p.with_specular = a.specular != nullptr;
+  p.specular = p.with_specular ? load3(a.specular + 3 * i) : Vec3<T>{0, 0, 0};
+  p.shininess = p.with_specular ? a.shininess[i] : T(1);
+  return p;
 }
 
 // Σ_lights I·(kd·max(n·l,0) + ks·max(r·v,0)^s) + ambient.
@@ -124,6 +148,19 @@ HOST_DEVICE PhongPointGrad<T> phong_backward(const PhongPoint<T>& p, const Vec3<
   add3(grad_eye, grad_to_eye);
   g.normal = safe_normalize_backward(n, normal_norm, T(kNormalizeEps), grad_n);
   return g;
+}
+
+// Writes point i's own gradients; specular and shininess only with a specular term.
+template <typename T>
+HOST_DEVICE void store_phong_point_grad(const PhongPointGrad<T>& g, int64_t i, T* position, T* normal, T* diffuse,
+                                        T* specular, T* shininess) {
+  store3(position + 3 * i, g.position);
+  store3(normal + 3 * i, g.normal);
+  store3(diffuse + 3 * i, g.diffuse);
+  if (specular) {
+    store3(specular + 3 * i, g.specular);
+    shininess[i] = g.shininess;
+  }
 }
 
 }  // namespace diffrender

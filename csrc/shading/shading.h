@@ -5,6 +5,8 @@
 
 #include <vector>
 
+#include "shading/phong_math.h"
+
 namespace diffrender {
 
 // Inputs: positions, normals, diffuse [B,N,3]; specular [B,N,3] and shininess [B,N] (both or
@@ -14,6 +16,15 @@ struct PhongInputs {
   c10::optional<at::Tensor> specular, shininess;
   at::Tensor eye, light_positions, light_intensities, ambient;
 };
+
+// Raw views of validated, contiguous inputs for the kernels.
+template <typename T>
+PhongArrays<T> phong_arrays(const PhongInputs& in) {
+  return {in.positions.data_ptr<T>(), in.normals.data_ptr<T>(), in.diffuse.data_ptr<T>(),
+          in.specular ? in.specular->data_ptr<T>() : nullptr, in.shininess ? in.shininess->data_ptr<T>() : nullptr,
+          in.eye.data_ptr<T>(), in.light_positions.data_ptr<T>(), in.light_intensities.data_ptr<T>(),
+          in.ambient.data_ptr<T>(), in.positions.size(0), in.positions.size(1), in.light_positions.size(1)};
+}
 
 at::Tensor phong_shade_forward(const at::Tensor& positions, const at::Tensor& normals,
                                const at::Tensor& diffuse, const c10::optional<at::Tensor>& specular,

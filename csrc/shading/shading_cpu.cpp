@@ -5,7 +5,6 @@
 
 #include <ATen/Parallel.h>
 
-#include "shading/phong_math.h"
 
 namespace diffrender {
 namespace {
@@ -13,40 +12,13 @@ namespace {
 constexpr int64_t kBlock = 2048;
 
 template <typename T>
-struct PhongPointers {
-  const T *positions, *normals, *diffuse, *specular, *shininess, *eye, *light_positions,
-      *light_intensities, *ambient;
-  int64_t batch, points, lights;
-
-  explicit PhongPointers(const PhongInputs& in)
-      : positions(in.positions.data_ptr<T>()), normals(in.normals.data_ptr<T>()),
-        diffuse(in.diffuse.data_ptr<T>()),
-        specular(in.specular ? in.specular->data_ptr<T>() : nullptr),
-        shininess(in.shininess ? in.shininess->data_ptr<T>() : nullptr), eye(in.eye.data_ptr<T>()),
-        light_positions(in.light_positions.data_ptr<T>()),
-        light_intensities(in.light_intensities.data_ptr<T>()), ambient(in.ambient.data_ptr<T>()),
-        batch(in.positions.size(0)), points(in.positions.size(1)), lights(in.light_positions.size(1)) {}
-
-  PhongPoint<T> point(int64_t i) const {  // i indexes [B*N]
-    PhongPoint<T> p;
-    p.position = load3(positions + 3 * i);
-    p.normal = load3(normals + 3 * i);
-    p.diffuse = load3(diffuse + 3 * i);
-    p.with_specular = specular != nullptr;
-    p.specular = p.with_specular ? load3(specular + 3 * i) : Vec3<T>{0, 0, 0};
-    p.shininess = p.with_specular ? shininess[i] : T(1);
-    return p;
-  }
-};
-
-template <typename T>
 void forward_impl(const PhongInputs& in, at::Tensor& out) {
-  const PhongPointers<T> ptr(in);
+  const PhongArrays<T> ptr = phong_arrays<T>(in);
   T* result = out.data_ptr<T>();
   at::parallel_for(0, ptr.batch * ptr.points, kBlock, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ptr.points;
-      store3(result + 3 * i, phong_forward(ptr.point(i), load3(ptr.eye + 3 * b),
+      store3(result + 3 * i, phong_forward(load_phong_point(ptr, i), load3(ptr.eye + 3 * b),
                                            ptr.light_positions + 3 * ptr.lights * b,
                                            ptr.light_intensities + 3 * ptr.lights * b,
                                            static_cast<int>(ptr.lights), load3(ptr.ambient + 3 * b)));
@@ -56,7 +28,7 @@ void forward_impl(const PhongInputs& in, at::Tensor& out) {
 
 template <typename T>
 void backward_impl(const PhongInputs& in, const at::Tensor& grad_out, std::vector<at::Tensor>& grads) {
-  const PhongPointers<T> ptr(in);
+  const PhongArrays<T> ptr = phong_arrays<T>(in);
   const T* g_out = grad_out.data_ptr<T>();
   T* g_pos = grads[0].data_ptr<T>();
   T* g_nrm = grads[1].data_ptr<T>();
@@ -76,17 +48,11 @@ void backward_impl(const PhongInputs& in, const at::Tensor& grad_out, std::vecto
       const Vec3<T> eye = load3(ptr.eye + 3 * b);
       for (int64_t i = first; i < last; ++i) {
         const PhongPointGrad<T> g = phong_backward(
-            ptr.point(i), eye, ptr.light_positions + 3 * ptr.lights * b,
+            load_phong_point(ptr, i), eye, ptr.light_positions + 3 * ptr.lights * b,
             ptr.light_intensities + 3 * ptr.lights * b, static_cast<int>(ptr.lights),
             load3(g_out + 3 * i), partial, partial + 3, partial + 3 + 3 * ptr.lights,
             partial + 3 + 6 * ptr.lights);
-        store3(g_pos + 3 * i, g.position);
-        store3(g_nrm + 3 * i, g.normal);
-        store3(g_dif + 3 * i, g.diffuse);
-        if (g_spec) {
-          store3(g_spec + 3 * i, g.specular);
-          g_shin[i] = g.shininess;
-        }
+        store_phong_point_grad(g, i, g_pos, g_nrm, g_dif, g_spec, g_shin);
       }
     }
   });

@@ -11,48 +11,30 @@ namespace {
 constexpr int64_t kChunk = 1024;
 
 template <typename T>
-__device__ PhongPoint<T> load_point(const PhongDevicePointers<T>& in, int64_t i) {
-  PhongPoint<T> p;
-  p.position = load3(in.positions + 3 * i);
-  p.normal = load3(in.normals + 3 * i);
-  p.diffuse = load3(in.diffuse + 3 * i);
-  p.with_specular = in.specular != nullptr;
-  p.specular = p.with_specular ? load3(in.specular + 3 * i) : Vec3<T>{0, 0, 0};
-  p.shininess = p.with_specular ? in.shininess[i] : T(1);
-  return p;
-}
-
-template <typename T>
-__global__ void shade(PhongDevicePointers<T> in, T* out) {
+__global__ void shade(PhongArrays<T> in, T* out) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= in.batch * in.points) return;
   const int64_t b = i / in.points;
-  store3(out + 3 * i, phong_forward(load_point(in, i), load3(in.eye + 3 * b), in.light_positions + 3 * in.lights * b,
+  store3(out + 3 * i, phong_forward(load_phong_point(in, i), load3(in.eye + 3 * b), in.light_positions + 3 * in.lights * b,
                                     in.light_intensities + 3 * in.lights * b, static_cast<int>(in.lights),
                                     load3(in.ambient + 3 * b)));
 }
 
 // Per point: its own gradients, plus its row of per-batch contributions in `rows` [B*N, K].
 template <typename T>
-__global__ void shade_backward(PhongDevicePointers<T> in, const T* grad_out, T* g_pos, T* g_nrm, T* g_dif, T* g_spec,
+__global__ void shade_backward(PhongArrays<T> in, const T* grad_out, T* g_pos, T* g_nrm, T* g_dif, T* g_spec,
                                T* g_shin, T* rows, int64_t row_size) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= in.batch * in.points) return;
   const int64_t b = i / in.points;
   T* row = rows + i * row_size;
   for (int64_t k = 0; k < row_size; ++k) row[k] = T(0);
-  const PhongPointGrad<T> g = phong_backward(load_point(in, i), load3(in.eye + 3 * b),
+  const PhongPointGrad<T> g = phong_backward(load_phong_point(in, i), load3(in.eye + 3 * b),
                                              in.light_positions + 3 * in.lights * b,
                                              in.light_intensities + 3 * in.lights * b, static_cast<int>(in.lights),
                                              load3(grad_out + 3 * i), row, row + 3, row + 3 + 3 * in.lights,
                                              row + 3 + 6 * in.lights);
-  store3(g_pos + 3 * i, g.position);
-  store3(g_nrm + 3 * i, g.normal);
-  store3(g_dif + 3 * i, g.diffuse);
-  if (g_spec) {
-    store3(g_spec + 3 * i, g.specular);
-    g_shin[i] = g.shininess;
-  }
+  store_phong_point_grad(g, i, g_pos, g_nrm, g_dif, g_spec, g_shin);
 }
 
 // partial[b, chunk, k] = Σ rows over the chunk's points, in order.
@@ -85,14 +67,14 @@ __global__ void sum_partials(const T* partial, int64_t batch, int64_t lights, in
 }  // namespace
 
 template <typename T>
-cudaError_t phong_forward_cuda(const PhongDevicePointers<T>& in, T* out, cudaStream_t stream) {
+cudaError_t phong_forward_cuda(const PhongArrays<T>& in, T* out, cudaStream_t stream) {
   const int64_t total = in.batch * in.points;
   if (total > 0) shade<T><<<blocks_for(total), kThreads, 0, stream>>>(in, out);
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t phong_backward_cuda(const PhongDevicePointers<T>& in, const T* grad_out, T* const grads[9],
+cudaError_t phong_backward_cuda(const PhongArrays<T>& in, const T* grad_out, T* const grads[9],
                                 cudaStream_t stream) {
   const int64_t total = in.batch * in.points, row_size = 6 + 6 * in.lights;
   const int64_t chunks = (in.points + kChunk - 1) / kChunk;
@@ -109,11 +91,11 @@ cudaError_t phong_backward_cuda(const PhongDevicePointers<T>& in, const T* grad_
   return cudaGetLastError();
 }
 
-template cudaError_t phong_forward_cuda<float>(const PhongDevicePointers<float>&, float*, cudaStream_t);
-template cudaError_t phong_forward_cuda<double>(const PhongDevicePointers<double>&, double*, cudaStream_t);
-template cudaError_t phong_backward_cuda<float>(const PhongDevicePointers<float>&, const float*, float* const[9],
+template cudaError_t phong_forward_cuda<float>(const PhongArrays<float>&, float*, cudaStream_t);
+template cudaError_t phong_forward_cuda<double>(const PhongArrays<double>&, double*, cudaStream_t);
+template cudaError_t phong_backward_cuda<float>(const PhongArrays<float>&, const float*, float* const[9],
                                                 cudaStream_t);
-template cudaError_t phong_backward_cuda<double>(const PhongDevicePointers<double>&, const double*, double* const[9],
+template cudaError_t phong_backward_cuda<double>(const PhongArrays<double>&, const double*, double* const[9],
                                                  cudaStream_t);
 
 }  // namespace diffrender

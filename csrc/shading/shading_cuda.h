@@ -6,22 +6,17 @@
 
 #include <cstdint>
 
+#include "shading/phong_math.h"
+
 namespace diffrender {
 
 template <typename T>
-struct PhongDevicePointers {
-  const T *positions, *normals, *diffuse, *specular, *shininess, *eye, *light_positions, *light_intensities,
-      *ambient;
-  int64_t batch, points, lights;
-};
-
-template <typename T>
-cudaError_t phong_forward_cuda(const PhongDevicePointers<T>& in, T* out, cudaStream_t stream);
+cudaError_t phong_forward_cuda(const PhongArrays<T>& in, T* out, cudaStream_t stream);
 
 // grads: positions, normals, diffuse, specular, shininess (per point; the last two may be null),
 // eye, light_positions, light_intensities, ambient (per batch).
 template <typename T>
-cudaError_t phong_backward_cuda(const PhongDevicePointers<T>& in, const T* grad_out, T* const grads[9],
+cudaError_t phong_backward_cuda(const PhongArrays<T>& in, const T* grad_out, T* const grads[9],
                                 cudaStream_t stream);
 
 }  // namespace diffrender

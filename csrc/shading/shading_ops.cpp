@@ -52,15 +52,6 @@ PhongInputs validated(const at::Tensor& positions, const at::Tensor& normals, co
           light_intensities.contiguous(), ambient.contiguous()};
 }
 
-#ifdef WITH_CUDA
-template <typename T>
-PhongDevicePointers<T> device_pointers(const PhongInputs& in) {
-  return {in.positions.data_ptr<T>(), in.normals.data_ptr<T>(), in.diffuse.data_ptr<T>(),
-          in.specular ? in.specular->data_ptr<T>() : nullptr, in.shininess ? in.shininess->data_ptr<T>() : nullptr,
-          in.eye.data_ptr<T>(), in.light_positions.data_ptr<T>(), in.light_intensities.data_ptr<T>(),
-          in.ambient.data_ptr<T>(), in.positions.size(0), in.positions.size(1), in.light_positions.size(1)};
-}
-#endif
 
 }  // namespace
 
@@ -79,7 +70,7 @@ at::Tensor phong_shade_forward(const at::Tensor& positions, const at::Tensor& no
 #ifdef WITH_CUDA
   const c10::cuda::CUDAGuard guard(out.device());
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "phong_shade_forward_cuda", [&] {
-    check_cuda(phong_forward_cuda<scalar_t>(device_pointers<scalar_t>(in), out.data_ptr<scalar_t>(), current_stream()),
+    check_cuda(phong_forward_cuda<scalar_t>(phong_arrays<scalar_t>(in), out.data_ptr<scalar_t>(), current_stream()),
                "phong_shade");
   });
 #endif
@@ -111,7 +102,7 @@ std::vector<at::Tensor> phong_shade_backward(const at::Tensor& grad_out, const a
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "phong_shade_backward_cuda", [&] {
     scalar_t* pointers[9];
     for (int k = 0; k < 9; ++k) pointers[k] = grads[k].defined() ? grads[k].data_ptr<scalar_t>() : nullptr;
-    check_cuda(phong_backward_cuda<scalar_t>(device_pointers<scalar_t>(in), grad.data_ptr<scalar_t>(), pointers,
+    check_cuda(phong_backward_cuda<scalar_t>(phong_arrays<scalar_t>(in), grad.data_ptr<scalar_t>(), pointers,
                                              current_stream()),
                "phong_shade backward");
   });

@@ -313,31 +313,9 @@ HOST_DEVICE bool soft_sample_distance(const SoftTriangle<T>& tri, T X, T Y, cons
 
 template <typename T>
 HOST_DEVICE bool soft_sample(const SoftTriangle<T>& tri, T X, T Y, const SoftConstants<T>& c, SoftSample<T>& s) {
-  s.px = X - tri.x0;
-  s.py = Y - tri.y0;
-  const T E0 = tri.ea[0] * s.px + tri.eb[0] * s.py + tri.area;
-  const T E1 = tri.ea[1] * s.px + tri.eb[1] * s.py;
-  const T E2 = tri.ea[2] * s.px + tri.eb[2] * s.py;
-  const T esum = E0 + E1 + E2;
-  s.E[0] = E0; s.E[1] = E1; s.E[2] = E2;
-  s.esum = esum;
-  const bool degenerate = (tri.flags & kSoftDegenerate) != 0;
-  const bool near = degenerate | ((E0 >= -tri.thr[0]) & (E1 >= -tri.thr[1]) & (E2 >= -tri.thr[2]));
-  const bool inside = !degenerate & (E0 >= T(0)) & (E1 >= T(0)) & (E2 >= T(0)) & (esum > T(0));
-  s.inside = inside;
-
-  // Nearest point of each edge segment P_k1 -> P_k2; the first of equal distances wins.
-  T d0, d1, d2, t0, t1, t2, r0, r1, r2;
-  soft_segment(tri, 0, 1, s.px, s.py, d0, t0, r0);
-  soft_segment(tri, 1, 2, s.px, s.py, d1, t1, r1);
-  soft_segment(tri, 2, 0, s.px, s.py, d2, t2, r2);
-  const bool b1 = d1 < d0;
-  const T d01 = b1 ? d1 : d0, t01 = b1 ? t1 : t0, r01 = b1 ? r1 : r0;
-  const bool b2 = d2 < d01;
-  const T seg_d2 = b2 ? d2 : d01, t = b2 ? t2 : t01, raw = b2 ? r2 : r01;
-  s.k0 = b2 ? 2 : (b1 ? 1 : 0);
-  s.t = t;
-  s.t_free = (raw >= T(0)) & (raw <= T(1));
+  soft_sample_distance(tri, X, Y, c, s);  // its verdict assumes the Euclidean d²; decided below
+  const T E0 = s.E[0], E1 = s.E[1], E2 = s.E[2], esum = s.esum, seg_d2 = s.d2, t = s.t;
+  const bool inside = s.inside, b1 = s.k0 == 1, b2 = s.k0 == 2;
 
   const T inv = T(1) / (esum != T(0) ? esum : T(1));
   const T l0 = E0 * inv, l1 = E1 * inv, l2 = E2 * inv;
@@ -359,6 +337,8 @@ HOST_DEVICE bool soft_sample(const SoftTriangle<T>& tri, T X, T Y, const SoftCon
   s.iw = s.lambda[0] * tri.iw[0] + s.lambda[1] * tri.iw[1] + s.lambda[2] * tri.iw[2];
   s.z = (s.iw - c.inv_far) * c.inv_range;
   const bool z_ok = ((tri.flags & kSoftCheckZ) == 0) | ((s.z >= T(0)) & (s.z <= T(1)));
+  const bool near = ((tri.flags & kSoftDegenerate) != 0) |
+                    ((E0 >= -tri.thr[0]) & (E1 >= -tri.thr[1]) & (E2 >= -tri.thr[2]));
   return near & (inside | (s.d2 < c.d2_cut)) & z_ok;
 }
 

@@ -10,25 +10,13 @@ import argparse
 
 import torch
 
+from bench_barycentric import forward_backward
 from common import benchmark_meshes, median_ms, print_table, write_json
 from diffrender import antialias as aa
 from diffrender import barycentric, camera
 from diffrender.mesh import vertex_normals
 
 BUDGET = 0.5  # the most antialiasing may add to forward + backward at 512²
-
-
-def render_step(vertices, faces, normals, cam, size, antialias):
-    """One render forward + backward (a fit's step), as a closure."""
-    leaf = vertices[None].clone().requires_grad_(True)
-    colors = torch.full_like(leaf, 0.8).requires_grad_(True)
-
-    def run():
-        image = barycentric.render(leaf, faces, normals, colors, cam.eye, cam.lookat, cam.up, cam.eye[:, None],
-                                   torch.ones(1, 1, 3), size, size, near_clip=cam.near, far_clip=cam.far,
-                                   antialias=antialias)
-        image.sum().backward()
-    return run
 
 
 def op_only(vertices, faces, cam, size, backward):
@@ -60,8 +48,8 @@ def main():
         for size in sizes:
             for threads in thread_counts:
                 torch.set_num_threads(threads)
-                plain = median_ms(render_step(vertices, faces, normals, cam, size, False))
-                smooth = median_ms(render_step(vertices, faces, normals, cam, size, True))
+                plain = median_ms(forward_backward(vertices, faces, normals, cam, size, False))
+                smooth = median_ms(forward_backward(vertices, faces, normals, cam, size, True))
                 forward = median_ms(op_only(vertices, faces, cam, size, False))
                 both = median_ms(op_only(vertices, faces, cam, size, True))
                 overhead = smooth / plain - 1.0

@@ -34,13 +34,15 @@ def forward(clip, faces, size):
     return lambda: barycentric.rasterize_triangles(clip, faces, size, size)
 
 
-def forward_backward(vertices, faces, normals, cam, size):
+def forward_backward(vertices, faces, normals, cam, size, antialias=False):
+    """One render forward + backward (a fit's step), as a closure."""
     leaf = vertices[None].clone().requires_grad_(True)
     colors = torch.full_like(leaf, 0.8).requires_grad_(True)
 
     def run():
         image = barycentric.render(leaf, faces, normals, colors, cam.eye, cam.lookat, cam.up, cam.eye[:, None],
-                                   torch.ones(1, 1, 3), size, size, near_clip=cam.near, far_clip=cam.far)
+                                   torch.ones(1, 1, 3), size, size, near_clip=cam.near, far_clip=cam.far,
+                                   antialias=antialias)
         image.sum().backward()
     return run
 
