@@ -83,16 +83,18 @@ class FitRecorder:
             rgba: float ``[B,H,W,4]`` render of every view; vertices: float ``[V,3]`` posed.
         """
         image = side_by_side(rgba, self.problem.views.targets)
+        # A step counts as recorded only once its files are written: a Ctrl-C in between must
+        # leave it for the final record to write again.
         if frame and step not in self.recorded["frame"]:
-            self.recorded["frame"].add(step)
             self.video.append(image)
             self._keep_state(step, state, sigma)
+            self.recorded["frame"].add(step)
         if preview and step not in self.recorded["preview"]:
-            self.recorded["preview"].add(step)
             save_png(self.out / "previews" / f"step_{step:04d}.png", torch.from_numpy(image).float() / 255.0)
             if self.fit_vertices:
                 save_obj(self.out / "previews" / f"step_{step:04d}.obj", vertices, state.faces,
                          state.colors if self.fit_colors else None)
+            self.recorded["preview"].add(step)
 
     def _keep_state(self, step: int, state: FitState, sigma: float) -> None:
         values = {"steps": torch.tensor(step), "vertices": state.vertices, "rotation": state.rotation(),
