@@ -5,7 +5,7 @@ wound counter-clockwise when seen from outside (the right-hand-rule normal point
 """
 import dataclasses
 import os
-import uuid
+import warnings
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
@@ -13,27 +13,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
+from PIL import Image
 from torch import Tensor
 
+from .images import atomic_output, save_png
+from .mesh_assets import ConfinedResolver, checked_material_libraries
+from .mesh_errors import MeshError, TextureWarning
 from .shapes import BUILTIN_SHAPES, builtin_shape, normalize_unit
 from .tensor_dataclass import TensorDataclass
 
 __all__ = [
     "Mesh",
     "MeshError",
+    "TextureWarning",
     "face_normals",
     "load_mesh",
     "normalize_unit",
     "save_obj",
+    "save_textured_obj",
     "vertex_normals",
 ]
 
 # Guards the division when normalising zero-length normals (isolated or degenerate geometry).
 _NORMAL_EPS = 1e-12
-
-
-class MeshError(ValueError):
-    """A mesh file is missing, unreadable or invalid. The message is one line naming the file."""
 
 
 @dataclasses.dataclass
@@ -44,9 +46,13 @@ class Mesh(TensorDataclass):
         vertices: float32 ``[V, 3]`` positions.
         faces: int64 ``[F, 3]`` vertex indices, counter-clockwise seen from outside.
         normals: optional float32 ``[V, 3]`` unit vertex normals supplied by the file.
-        colors: optional float32 ``[V, 3]`` per-vertex RGB in [0, 1].
-        uvs: optional float32 ``[V, 2]`` texture coordinates.
-        texture: optional float32 ``[Ht, Wt, 3]`` RGB image in [0, 1], sampled through ``uvs``.
+        colors: optional float32 ``[V, 3]`` per-vertex RGB in [0, 1]: the file's vertex colours,
+            or its material's diffuse colour (Kd, baseColorFactor) on every vertex.
+        uvs: optional float32 ``[V, 2]`` texture coordinates (v = 0 at the bottom of the image);
+            set exactly when ``texture`` is.
+        texture: optional float32 ``[Ht, Wt, 3]`` RGB image in [0, 1], row 0 the top, sampled
+            through ``uvs``. A loaded texture is already multiplied by the material's diffuse
+            colour, so it is the surface colour as is.
         name: a label (the file stem or the built-in shape name).
     """
 
@@ -198,14 +204,24 @@ def _trimesh_parts(scene: trimesh.Scene) -> List[trimesh.Trimesh]:
 
 
 def _read_trimesh(path: Path) -> trimesh.Trimesh:
-    """Load any format trimesh reads as a single unprocessed Trimesh, or raise MeshError."""
+    """Load any format trimesh reads as a single unprocessed Trimesh, or raise MeshError.
+
+    Files the mesh refers to are read from its own folder only (see mesh_assets).
+    """
+    libraries = {}
     if path.suffix.lower() == ".obj":
         _check_obj_indices(path)
+        libraries = checked_material_libraries(path)
+    resolver = ConfinedResolver(path, libraries)
     try:
-        scene = trimesh.load_scene(str(path), process=False)
+        scene = trimesh.load_scene(str(path), process=False, resolver=resolver)
         parts = _trimesh_parts(scene)
     except Exception as exc:  # trimesh raises many types (ValueError, IndexError, KeyError, ...)
+        if resolver.refusal is not None:
+            raise resolver.refusal from None
         raise MeshError(f"cannot read mesh {path}: {_short_reason(exc)}") from exc
+    if resolver.refusal is not None:
+        raise resolver.refusal
     if not parts:
         raise MeshError(f"mesh {path} has no faces")
     return parts[0] if len(parts) == 1 else trimesh.util.concatenate(parts)
@@ -229,39 +245,64 @@ def _float_tensor(array: np.ndarray) -> Tensor:
 
 
 def _material_attributes(
-    visual: "trimesh.visual.TextureVisuals", num_vertices: int
+    path: Path, visual: "trimesh.visual.TextureVisuals", num_vertices: int
 ) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """(colors ``[V,3]``, uvs ``[V,2]``, texture ``[Ht,Wt,3]``) from a material, each optional.
 
-    The diffuse colour (SimpleMaterial) or base colour factor (PBR) is broadcast to all
-    vertices; the texture needs both UVs and an image.
+    The diffuse colour (Kd) or base colour factor (PBR) multiplies the texture and is
+    broadcast to all vertices; without one the texture is used as is (colours white). The
+    texture needs both UVs and a readable image.
     """
     material = visual.material
+    diffuse: Optional[np.ndarray] = None
     if isinstance(material, trimesh.visual.material.PBRMaterial):
-        diffuse, image = material.baseColorFactor, material.baseColorTexture
-    elif hash(material) == hash(trimesh.visual.material.empty_material()):
-        # trimesh's placeholder grey material for UV-only meshes: nothing from the file.
-        diffuse, image = None, None
+        image = material.baseColorTexture
+        if material.baseColorFactor is not None:  # trimesh keeps it as 8-bit RGBA
+            diffuse = np.asarray(material.baseColorFactor, dtype=np.float32)[:3] / 255.0
     else:
-        diffuse, image = material.diffuse, material.image
+        image = material.image
+        # trimesh rounds Kd to 8 bits and fills in a grey one when the MTL has none; the
+        # file's own value is kept, unrounded, under "kd" (one value means grey).
+        kd = material.kwargs.get("kd")
+        if kd is not None:
+            diffuse = np.clip(np.resize(np.asarray(kd, dtype=np.float32), 3), 0.0, 1.0)
+    # Decoded before the placeholder test below, which decodes the image too but unguarded.
+    texture = _texture_rgb(path, image) if image is not None and visual.uv is not None else None
+    if texture is not None and hash(material) == hash(trimesh.visual.material.empty_material()):
+        # trimesh's stand-in (a grey image) for UVs without a usable material: not from the file.
+        texture = None
 
-    colors = uvs = texture = None
-    if diffuse is not None:
-        rgb = np.asarray(diffuse, dtype=np.float32)[:3] / 255.0
-        colors = _float_tensor(np.broadcast_to(rgb, (num_vertices, 3)))
-    if image is not None and visual.uv is not None:
+    uvs = None
+    if texture is not None:
+        diffuse = np.ones(3, dtype=np.float32) if diffuse is None else diffuse
+        texture = _float_tensor(texture * diffuse)
         uvs = _float_tensor(np.asarray(visual.uv)[:, :2])
-        texture = _float_tensor(np.asarray(image.convert("RGB")) / 255.0)
+    colors = None if diffuse is None else _float_tensor(np.broadcast_to(diffuse, (num_vertices, 3)))
     return colors, uvs, texture
 
 
-def _visual_attributes(mesh: trimesh.Trimesh) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+def _texture_rgb(path: Path, image: Image.Image) -> Optional[np.ndarray]:
+    """float32 ``[Ht, Wt, 3]`` in [0, 1] from a texture image, or None (warned) if it will not decode.
+
+    trimesh opens images lazily, so a truncated one named by a PLY first fails here. (OBJ
+    textures were checked before loading; trimesh drops corrupt glTF images itself.)
+    """
+    try:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except Exception:  # PIL raises many types for corrupt data
+        warnings.warn(f"texture of mesh {path} is not a readable image; using the material colour", TextureWarning)
+        return None
+
+
+def _visual_attributes(
+    path: Path, mesh: trimesh.Trimesh
+) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """(colors ``[V,3]``, uvs ``[V,2]``, texture ``[Ht,Wt,3]``) from a trimesh visual, each optional."""
     visual = mesh.visual
     if visual.kind == "vertex":
         return _float_tensor(np.asarray(visual.vertex_colors)[:, :3] / 255.0), None, None
     if visual.kind == "texture":
-        return _material_attributes(visual, len(mesh.vertices))
+        return _material_attributes(path, visual, len(mesh.vertices))
     return None, None, None
 
 
@@ -287,11 +328,18 @@ def load_mesh(source: Union[str, Path]) -> Mesh:
         A :class:`Mesh` (float32 ``[V,3]`` vertices, int64 ``[F,3]`` faces; polygons are
         triangulated). ``normals`` is set only when the file has vertex normals; ``colors`` from
         vertex colours or the material's diffuse colour; ``uvs``/``texture`` from a textured
-        material.
+        material, the texture multiplied by the diffuse colour. Vertices are split where the
+        UVs have seams (as trimesh does), so each vertex has one UV.
 
     Raises:
-        MeshError: missing file, unreadable or corrupt file, no faces, non-finite vertices or
-            out-of-range face indices (one-line message naming the file).
+        MeshError: missing file, unreadable or corrupt file, no faces, non-finite vertices,
+            out-of-range face indices, or a reference to a file outside the mesh's folder
+            (an absolute or escaping ``mtllib``/``map_*`` name, or a symlink leading out).
+            The message is one line naming the file.
+
+    Warns:
+        TextureWarning: the texture file is missing or not an image; the mesh loads with its
+            material colour instead.
     """
     path = Path(source)
     if isinstance(source, str) and source in BUILTIN_SHAPES and not path.is_file():
@@ -306,7 +354,7 @@ def load_mesh(source: Union[str, Path]) -> Mesh:
     vertices = np.asarray(mesh.vertices)
     faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
     _validate(path, vertices, faces)
-    colors, uvs, texture = _visual_attributes(mesh)
+    colors, uvs, texture = _visual_attributes(path, mesh)
     return Mesh(
         vertices=_float_tensor(vertices),
         faces=torch.from_numpy(np.ascontiguousarray(faces)),
@@ -321,6 +369,9 @@ def load_mesh(source: Union[str, Path]) -> Mesh:
 # --------------------------------------------------------------------------------------------
 # Saving
 # --------------------------------------------------------------------------------------------
+
+# The name of the one material save_textured_obj writes.
+_SAVED_MATERIAL = "textured"
 
 
 def save_obj(path: Union[str, Path], vertices: Tensor, faces: Tensor, colors: Optional[Tensor] = None) -> None:
@@ -337,44 +388,94 @@ def save_obj(path: Union[str, Path], vertices: Tensor, faces: Tensor, colors: Op
         ValueError: tensors of the wrong shape.
     """
     path = Path(path)
+    rows, faces = _obj_arrays(vertices, faces)
+    if colors is not None:
+        colors = colors.detach().cpu().double().numpy()
+        if colors.shape != rows.shape:
+            raise ValueError(f"expected colors {rows.shape}, got {colors.shape}")
+        rows = np.concatenate([rows, colors], axis=1)
+    _check_output_folder(path)
+    try:
+        _write_obj(path, rows, faces)
+    except OSError as exc:
+        raise MeshError(f"cannot save mesh {path}: {_short_reason(exc)}") from exc
+
+
+def save_textured_obj(path: Union[str, Path], vertices: Tensor, faces: Tensor, uvs: Tensor, texture: Tensor) -> None:
+    """Write a textured mesh as ``<stem>.obj``, ``<stem>.mtl`` and ``<stem>_texture.png``.
+
+    The OBJ names the MTL, whose one material has ``Kd 1 1 1`` and the PNG as ``map_Kd``.
+    Each file is written atomically, the OBJ last, so an OBJ is never there without its
+    material and texture. :func:`load_mesh` (and trimesh) read the result back with the same
+    UVs and, exactly, the same 8-bit texture.
+
+    Args:
+        path: the OBJ's destination; the MTL and PNG go beside it. Its folder must exist.
+        vertices: float ``[V, 3]``.
+        faces: integer ``[F, 3]``, 0-based.
+        uvs: float ``[V, 2]``, one texture coordinate per vertex (v = 0 at the bottom of the
+            image): vertices on UV seams must already be split, as :func:`load_mesh` does.
+        texture: float ``[Ht, Wt, 3]`` RGB in [0, 1] (clamped), row 0 the top of the image;
+            stored as 8-bit.
+
+    Raises:
+        MeshError: the folder is missing or not writable, or a write fails.
+        ValueError: tensors of the wrong shape.
+    """
+    path = Path(path)
+    rows, faces = _obj_arrays(vertices, faces)
+    uvs = uvs.detach().cpu().double().numpy()
+    if uvs.shape != (len(rows), 2):
+        raise ValueError(f"expected uvs {(len(rows), 2)}, got {tuple(uvs.shape)}")
+    if texture.ndim != 3 or texture.shape[2] != 3:
+        raise ValueError(f"expected texture [Ht,Wt,3], got {tuple(texture.shape)}")
+    library = path.with_suffix(".mtl")
+    image = path.with_name(f"{path.stem}_texture.png")
+    _check_output_folder(path)
+    try:
+        save_png(image, texture)
+        with atomic_output(library) as temporary:
+            temporary.write_text(f"newmtl {_SAVED_MATERIAL}\nKd 1 1 1\nmap_Kd {image.name}\n")
+        _write_obj(path, rows, faces, uvs, library.name)
+    except OSError as exc:
+        raise MeshError(f"cannot save mesh {path}: {_short_reason(exc)}") from exc
+
+
+def _obj_arrays(vertices: Tensor, faces: Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """float64 ``[V, 3]`` and int64 ``[F, 3]`` numpy copies, or ValueError for wrong shapes."""
     vertices = vertices.detach().cpu().double().numpy()
     faces = faces.detach().cpu().long().numpy()
     if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"expected vertices [V,3] and faces [F,3], got {vertices.shape} and {faces.shape}")
-    rows = vertices
-    if colors is not None:
-        colors = colors.detach().cpu().double().numpy()
-        if colors.shape != vertices.shape:
-            raise ValueError(f"expected colors {vertices.shape}, got {colors.shape}")
-        rows = np.concatenate([vertices, colors], axis=1)
+    return vertices, faces
 
+
+def _check_output_folder(path: Path) -> None:
+    """MeshError unless the folder ``path`` goes into exists and is writable."""
     folder = path.parent
     if not folder.is_dir():
         raise MeshError(f"cannot save mesh {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise MeshError(f"cannot save mesh {path}: folder {folder} is not writable")
 
-    try:
-        _write_obj_atomically(path, rows, faces)
-    except OSError as exc:
-        raise MeshError(f"cannot save mesh {path}: {_short_reason(exc)}") from exc
 
+def _write_obj(
+    path: Path, rows: np.ndarray, faces: np.ndarray, uvs: Optional[np.ndarray] = None, library: Optional[str] = None
+) -> None:
+    """Write an OBJ atomically: ``v`` rows (float ``[V, 3 or 6]``), faces (0-based int ``[F, 3]``).
 
-def _write_obj_atomically(path: Path, rows: np.ndarray, faces: np.ndarray) -> None:
-    """Write ``v`` rows (float ``[V, 3 or 6]``) and 0-based faces (int ``[F, 3]``) to ``path``.
-
-    Readers never see a half-written file: the text goes to a temporary file in the same
-    folder (same file system, so ``os.replace`` is atomic), which is removed on any failure.
+    With ``uvs`` (float ``[V, 2]``) vertex i has texture coordinate i, and with ``library``
+    (an MTL file name) every face uses that library's one material.
     """
-    tmp_name = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    # os.open rather than tempfile.mkstemp: the final file gets the usual umask-based mode,
-    # not mkstemp's private 0600.
-    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as out:
-            np.savetxt(out, rows, fmt="v" + " %.9g" * rows.shape[1])
+    with atomic_output(path) as temporary, open(temporary, "w") as out:
+        if library is not None:
+            out.write(f"mtllib {library}\n")
+        np.savetxt(out, rows, fmt="v" + " %.9g" * rows.shape[1])
+        if uvs is not None:
+            np.savetxt(out, uvs, fmt="vt %.9g %.9g")
+        if library is not None:
+            out.write(f"usemtl {_SAVED_MATERIAL}\n")
+        if uvs is None:
             np.savetxt(out, faces + 1, fmt="f %d %d %d")
-        os.replace(tmp_name, path)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
+        else:
+            np.savetxt(out, np.repeat(faces + 1, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
