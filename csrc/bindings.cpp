@@ -3,6 +3,7 @@
 #include "antialias/antialias.h"
 #include "barycentric/barycentric.h"
 #include "soft/soft.h"
+#include "shading/pixel_shading.h"
 #include "shading/shading.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -23,6 +24,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(d/d color, d/d clip_vertices) of antialias_forward");
   m.def("phong_shade_forward", &diffrender::phong_shade_forward, "Phong shading of [B,N] points");
   m.def("phong_shade_backward", &diffrender::phong_shade_backward, "gradients of phong_shade_forward");
+  m.def("shade_pixels_forward", &diffrender::shade_pixels_forward,
+        "deferred Phong shading of rasterized pixels: RGBA [B,H,W,4]");
+  m.def("shade_pixels_backward", &diffrender::shade_pixels_backward, "gradients of shade_pixels_forward");
   m.def("soft_rasterize_forward", &diffrender::soft_rasterize_forward,
         "SoftRas soft rasterization: (image [B,H,W,C+1], aux [B,H,W,4], hard_ids)");
   m.def("soft_rasterize_backward", &diffrender::soft_rasterize_backward,

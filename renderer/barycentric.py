@@ -1,8 +1,9 @@
 """The barycentric renderer: a PyTorch port of Google's tf_mesh_renderer (Genova et al. 2018).
 
 A z-buffer rasterizer with perspective-correct barycentrics on compiled kernels; gradients reach
-the clip-space x, y and w of the vertices through the barycentrics, and everything above the
-rasterizer (interpolation, Phong shading, camera) is differentiable torch code.
+the clip-space x, y and w of the vertices through the barycentrics. ``render`` shades the pixels
+in one compiled deferred pass (interpolation and Phong together, see
+:func:`diffrender.shading.shade_pixels`); the camera is differentiable torch code.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from . import antialias as _antialias_lib
 from . import camera as camera_lib
 from ._ext import _C
 from .antialias import EdgeTopology, antialias, edge_topology  # noqa: F401  (public API)
-from .shading import phong
+from .shading import shade_pixels
 
 
 class _RasterizeTriangles(torch.autograd.Function):
@@ -172,20 +173,11 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
     clip = clip * clip.new_tensor([1.0, -1.0, 1.0, 1.0])
     ids, bary, z_buffer = rasterize_triangles(clip, triangles, image_width, image_height)
 
-    def per_pixel(values: Tensor) -> Tensor:
-        return interpolate(values, triangles, ids, bary).reshape(batch, -1, values.shape[-1])
-
-    specular = shininess = None
-    if specular_colors is not None:
-        shininess = shininess_coefficients
-        if shininess.dim() == 1:
-            shininess = shininess.view(batch, 1).expand(batch, vertices.shape[1])
-        specular = per_pixel(specular_colors)
-        shininess = per_pixel(shininess.unsqueeze(-1)).squeeze(-1)
-    rgb = phong(per_pixel(vertices), per_pixel(normals), per_pixel(diffuse_colors), eye, light_positions,
-                light_intensities, specular, shininess, ambient_color)
-    mask = coverage(bary)
-    rgba = torch.cat([rgb.reshape(*mask.shape[:3], 3) * mask, mask], dim=-1)
+    shininess = shininess_coefficients if specular_colors is not None else None
+    if shininess is not None and shininess.dim() == 1:
+        shininess = shininess.view(batch, 1).expand(batch, vertices.shape[1])
+    rgba = shade_pixels(triangles, ids, bary, vertices, normals, diffuse_colors, eye, light_positions,
+                        light_intensities, specular_colors, shininess, ambient_color)
     if antialias:
         # The mirrored clip vertices are the ones the rasterizer saw.
         rgba = _antialias_lib.antialias(rgba, ids, clip, triangles, barycentrics=bary, z_buffer=z_buffer)

@@ -98,3 +98,61 @@ def phong(positions: Tensor, normals: Tensor, diffuse_colors: Tensor, camera_pos
         ambient_color = positions.new_zeros(positions.shape[0], 3)
     return _PhongShade.apply(positions, normals, diffuse_colors, specular_colors, shininess, camera_position,
                              light_positions, intensities.contiguous(), ambient_color)
+
+
+class _ShadePixels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vertex_attributes, pixel_diffuse, triangles, triangle_ids, barycentrics, eye,
+                light_positions, light_intensities, ambient, with_specular):
+        inputs = (vertex_attributes, pixel_diffuse, triangles, triangle_ids, barycentrics, eye, light_positions,
+                  light_intensities, ambient)
+        ctx.save_for_backward(*inputs)
+        ctx.with_specular = with_specular
+        return _C.shade_pixels_forward(*inputs, with_specular)
+
+    @staticmethod
+    def backward(ctx, grad_rgba):
+        (grad_attributes, grad_pixel_diffuse, grad_barycentrics, grad_eye, grad_light_positions,
+         grad_light_intensities, grad_ambient) = _C.shade_pixels_backward(
+            grad_rgba.contiguous(), *ctx.saved_tensors, ctx.with_specular)
+        return (grad_attributes, grad_pixel_diffuse, None, None, grad_barycentrics, grad_eye,
+                grad_light_positions, grad_light_intensities, grad_ambient, None)
+
+
+def shade_pixels(triangles: Tensor, triangle_ids: Tensor, barycentrics: Tensor, positions: Tensor,
+                 normals: Tensor, diffuse_colors: Tensor, camera_position: Tensor, light_positions: Tensor,
+                 light_intensities: Tensor, specular_colors: Optional[Tensor] = None,
+                 shininess: Optional[Tensor] = None, ambient_color: Optional[Tensor] = None) -> Tensor:
+    """Phong-shades every rasterized pixel from its triangle's interpolated vertex attributes.
+
+    The same result as :func:`phong` on :func:`diffrender.barycentric.interpolate`'d attributes
+    times the coverage mask, in one compiled pass that touches only covered pixels.
+
+    Args:
+        triangles: [F,3] int64.
+        triangle_ids: [B,H,W] int64 and barycentrics: [B,H,W,3] float, from the rasterizer.
+        positions, normals: [B,V,3] float per-vertex world positions and normals.
+        diffuse_colors: [B,V,3] float per vertex, or [B,H,W,3] float per pixel (for example
+            sampled from a texture).
+        camera_position: [B,3] float.
+        light_positions: [B,L,3] float; light_intensities: [B,L,3] RGB or [B,L] float.
+        specular_colors: [B,V,3] float and shininess: [B,V] float, or both None.
+        ambient_color: [B,3] float, or None.
+    Returns:
+        [B,H,W,4] float RGBA: the shaded colour and alpha 1 on covered pixels, 0 elsewhere.
+        Differentiable with respect to every float input except the alpha channel's.
+    """
+    if (specular_colors is None) != (shininess is None):
+        raise ValueError("shade_pixels: specular_colors and shininess go together")
+    per_pixel_diffuse = diffuse_colors.dim() == 4
+    packed = [positions, normals] + ([] if per_pixel_diffuse else [diffuse_colors])
+    if specular_colors is not None:
+        packed += [specular_colors, shininess.unsqueeze(-1)]
+    batch = positions.shape[0]
+    vertex_attributes = torch.cat([t.expand(batch, *t.shape[1:]) for t in packed], dim=-1)
+    if ambient_color is None:
+        ambient_color = positions.new_zeros(batch, 3)
+    return _ShadePixels.apply(vertex_attributes, diffuse_colors if per_pixel_diffuse else None, triangles,
+                              triangle_ids, barycentrics, camera_position, light_positions,
+                              rgb_intensities(light_intensities).contiguous(), ambient_color,
+                              specular_colors is not None)

@@ -83,6 +83,34 @@ def test_interpolate_and_phong_parity():
         assert torch.allclose(c, g, atol=1e-10)
 
 
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("per_pixel_diffuse", [False, True])
+def test_shade_pixels_parity_and_determinism(per_pixel_diffuse):
+    clip, triangles = random_clip(4, batch=2, vertices=50, faces=60)
+    clip = clip.double()
+    ids, bary, _ = barycentric.rasterize_triangles(clip, triangles, 40, 30)
+    g = torch.Generator().manual_seed(5)
+    d = dict(generator=g, dtype=torch.float64)
+    diffuse = torch.rand(2, 30, 40, 3, **d) if per_pixel_diffuse else torch.rand(2, 50, 3, **d)
+    inputs = [torch.randn(2, 50, 3, **d), torch.randn(2, 50, 3, **d), diffuse, torch.randn(2, 3, **d),
+              torch.randn(2, 2, 3, **d) * 3, torch.rand(2, 2, 3, **d), torch.rand(2, 50, 3, **d),
+              torch.rand(2, 50, **d) * 9 + 1, torch.rand(2, 3, **d), bary]
+
+    def fn(positions, normals, diffuse_colors, eye, lights, intensities, specular, shininess, ambient, weights):
+        device = positions.device
+        return shading.shade_pixels(triangles.to(device), ids.to(device), weights, positions, normals,
+                                    diffuse_colors, eye, lights, intensities, specular, shininess, ambient)
+
+    cpu_out, cpu_grads = grads_on("cpu", fn, *inputs)
+    gpu_out, gpu_grads = grads_on("cuda", fn, *inputs)
+    again_out, again_grads = grads_on("cuda", fn, *inputs)
+    assert torch.allclose(cpu_out[0], gpu_out[0], atol=1e-12)
+    for c, gpu, again in zip(cpu_grads, gpu_grads, again_grads):
+        assert torch.allclose(c, gpu, atol=1e-10)
+        assert torch.equal(gpu, again)
+
+
 @pytest.mark.skipif(HAS_CUDA, reason="checks the CPU-only build's refusal")
 def test_cpu_only_build_refuses_cuda_cleanly(tmp_path):
     assert _C.with_cuda() is False or not torch.cuda.is_available()

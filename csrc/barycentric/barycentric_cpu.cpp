@@ -134,26 +134,25 @@ void backward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles,
   T* out = grad_triangle.data_ptr<T>();  // [B,F,3,4]
   // Won-pixel boxes are tighter than the triangles' own, which span the screen across w = 0.
   const auto bounds = owned_pixel_bounds(ids_ptr, bary_ptr, batch, height, width, num_triangles);
-  at::parallel_for(0, batch * num_triangles, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const TriangleSetup<T>& s = setups[i];
-      const int64_t tri = i % num_triangles;
-      const int64_t image = (i / num_triangles) * int64_t(height) * width;
-      T acc[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
-      const int32_t* box = bounds.data() + 4 * i;
-      for_each_owned_pixel(ids_ptr + image, bary_ptr + 3 * image, tri, box[0], box[1], box[2], box[3], width, [&](int64_t p, const T* b) {
-                             T g[3][3];
-                             barycentric_vertex_grads(s, b, grad_ptr + 3 * (image + p), g);
-                             for (int k = 0; k < 3; ++k)
-                               for (int c = 0; c < 3; ++c) acc[k][c] += g[k][c];
-                           });
-      T* o = out + i * 12;
-      for (int k = 0; k < 3; ++k) {
-        o[4 * k + 0] = acc[k][0];
-        o[4 * k + 1] = acc[k][1];
-        o[4 * k + 2] = T(0);
-        o[4 * k + 3] = acc[k][2];
-      }
+  // Won-pixel counts vary widely between triangles: interleaving balances the threads.
+  parallel_for_interleaved(batch * num_triangles, [&](int64_t i) {
+    const TriangleSetup<T>& s = setups[i];
+    const int64_t tri = i % num_triangles;
+    const int64_t image = (i / num_triangles) * int64_t(height) * width;
+    T acc[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+    const int32_t* box = bounds.data() + 4 * i;
+    for_each_owned_pixel(ids_ptr + image, bary_ptr + 3 * image, tri, box[0], box[1], box[2], box[3], width, [&](int64_t p, const T* b) {
+                           T g[3][3];
+                           barycentric_vertex_grads(s, b, grad_ptr + 3 * (image + p), g);
+                           for (int k = 0; k < 3; ++k)
+                             for (int c = 0; c < 3; ++c) acc[k][c] += g[k][c];
+                         });
+    T* o = out + i * 12;
+    for (int k = 0; k < 3; ++k) {
+      o[4 * k + 0] = acc[k][0];
+      o[4 * k + 1] = acc[k][1];
+      o[4 * k + 2] = T(0);
+      o[4 * k + 3] = acc[k][2];
     }
   });
 }

@@ -55,22 +55,8 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& attributes, con
       }
     }
   });
-  const auto bounds = owned_pixel_bounds(id, b, batch, height, width, num_triangles);
-  T* corners = grad_corners.data_ptr<T>();  // [B,F,3,C]
-  at::parallel_for(0, batch * num_triangles, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      T* acc = corners + i * 3 * channels;
-      std::fill_n(acc, 3 * channels, T(0));
-      const int64_t image = (i / num_triangles) * pixels;
-      const int32_t* box = bounds.data() + 4 * i;
-      for_each_owned_pixel(id + image, b + 3 * image, i % num_triangles, box[0], box[1], box[2], box[3], width,
-                           [&](int64_t p, const T* weights) {
-                             const T* gp = g + (image + p) * channels;
-                             for (int k = 0; k < 3; ++k)
-                               for (int64_t c = 0; c < channels; ++c) acc[k * channels + c] += weights[k] * gp[c];
-                           });
-    }
-  });
+  accumulate_corner_gradients(g, id, b, batch, height, width, num_triangles, channels,
+                              grad_corners.data_ptr<T>());
 }
 
 }  // namespace

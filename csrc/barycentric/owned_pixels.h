@@ -5,6 +5,9 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/parallel.h"
+
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -79,6 +82,28 @@ std::vector<int32_t> owned_pixel_bounds(const int64_t* ids, const T* bary, int64
     }
   });
   return bounds;
+}
+
+// Per-triangle corner gradients of per-pixel attribute gradients: corners[b,f,k,c] = Σ over the
+// pixels p that triangle f won of b_k(p) · pixel_grads[b,p,c]. corners: [B,F,3,C]; pixel_grads:
+// [B,H,W,C], read only at covered pixels.
+template <typename T>
+void accumulate_corner_gradients(const T* pixel_grads, const int64_t* ids, const T* bary, int64_t batch,
+                                 int height, int width, int64_t num_triangles, int64_t channels, T* corners) {
+  const int64_t pixels = int64_t(height) * width;
+  const auto bounds = owned_pixel_bounds(ids, bary, batch, height, width, num_triangles);
+  parallel_for_interleaved(batch * num_triangles, [&](int64_t i) {
+    T* acc = corners + i * 3 * channels;
+    std::fill_n(acc, 3 * channels, T(0));
+    const int64_t image = (i / num_triangles) * pixels;
+    const int32_t* box = bounds.data() + 4 * i;
+    for_each_owned_pixel(ids + image, bary + 3 * image, i % num_triangles, box[0], box[1], box[2], box[3], width,
+                         [&](int64_t p, const T* weights) {
+                           const T* gp = pixel_grads + (image + p) * channels;
+                           for (int k = 0; k < 3; ++k)
+                             for (int64_t c = 0; c < channels; ++c) acc[k * channels + c] += weights[k] * gp[c];
+                         });
+  });
 }
 
 }  // namespace diffrender

@@ -3,6 +3,7 @@
 // so every run gives the same bits.
 #include "common/cuda_scratch.cuh"
 #include "shading/phong_math.h"
+#include "shading/pixel_shading_math.h"
 #include "shading/shading_cuda.h"
 
 namespace diffrender {
@@ -64,6 +65,77 @@ __global__ void sum_partials(const T* partial, int64_t batch, int64_t lights, in
   else g_amb[3 * b + (k - 3 - 6 * lights)] = sum;
 }
 
+
+template <typename T>
+__global__ void shade_pixels(PixelShadingArrays<T> a, T* rgba) {
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= a.batch * a.pixels) return;
+  T* o = rgba + 4 * p;
+  if (!pixel_covered(a.bary + 3 * p)) {
+    o[0] = o[1] = o[2] = o[3] = T(0);
+    return;
+  }
+  const int64_t b = p / a.pixels;
+  store3(o, phong_forward(pixel_phong_point(a, pixel_corners(a, p), p), load3(a.eye + 3 * b),
+                          a.light_positions + 3 * a.lights * b, a.light_intensities + 3 * a.lights * b,
+                          static_cast<int>(a.lights), load3(a.ambient + 3 * b)));
+  o[3] = T(1);
+}
+
+constexpr int kMaxPixelChannels = 13;  // position, normal, diffuse, specular, shininess
+
+// Per pixel: d/d(barycentrics), d/d(pixel diffuse), its row of per-batch contributions, and
+// b_k · d/d(attributes) for each corner, keyed by vertex for ordered_scatter_add (uncovered pixels
+// get keys past the end, which it ignores).
+template <typename T>
+__global__ void shade_pixels_backward(PixelShadingArrays<T> a, const T* grad_rgba, T* g_bary, T* g_pixel_diffuse,
+                                      T* rows, int64_t row_size, int64_t* keys, T* contributions) {
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= a.batch * a.pixels) return;
+  const int64_t b = p / a.pixels;
+  T* row = rows + p * row_size;
+  for (int64_t k = 0; k < row_size; ++k) row[k] = T(0);
+  const T* weights = a.bary + 3 * p;
+  if (!pixel_covered(weights)) {
+    for (int k = 0; k < 3; ++k) {
+      g_bary[3 * p + k] = T(0);
+      keys[3 * p + k] = a.batch * a.num_vertices;
+    }
+    if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, Vec3<T>{0, 0, 0});
+    return;
+  }
+  const PixelCorners<T> corners = pixel_corners(a, p);
+  const PhongPointGrad<T> g = phong_backward(
+      pixel_phong_point(a, corners, p), load3(a.eye + 3 * b), a.light_positions + 3 * a.lights * b,
+      a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(grad_rgba + 4 * p), row, row + 3,
+      row + 3 + 3 * a.lights, row + 3 + 6 * a.lights);
+  T attribute_grad[kMaxPixelChannels];
+  pack_attribute_gradient(a, g, attribute_grad);
+  barycentric_gradient(corners, attribute_grad, a.channels, g_bary + 3 * p);
+  if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, g.diffuse);
+  const int64_t* t = a.triangles + 3 * a.ids[p];
+  for (int k = 0; k < 3; ++k) {
+    keys[3 * p + k] = b * a.num_vertices + t[k];
+    for (int c = 0; c < a.channels; ++c) contributions[(3 * p + k) * a.channels + c] = weights[k] * attribute_grad[c];
+  }
+}
+
+// Sums per-point rows [B*N, 6+6L] of per-batch contributions into grads {eye, light positions,
+// light intensities, ambient}, through fixed chunks so the order never changes.
+template <typename T>
+cudaError_t reduce_batch_rows(const T* rows, int64_t batch, int64_t points, int64_t lights, T* const grads[4],
+                              cudaStream_t stream) {
+  const int64_t row_size = 6 + 6 * lights, chunks = (points + kChunk - 1) / kChunk;
+  Scratch<T> partial(batch * chunks * row_size, stream);
+  DR_CUDA_TRY(partial.status());
+  sum_chunks<T><<<blocks_for(batch * chunks * row_size), kThreads, 0, stream>>>(rows, batch, points, row_size,
+                                                                                chunks, partial.get());
+  sum_partials<T><<<blocks_for(batch * row_size), kThreads, 0, stream>>>(partial.get(), batch, lights, row_size,
+                                                                         chunks, grads[0], grads[1], grads[2],
+                                                                         grads[3]);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 template <typename T>
@@ -77,18 +149,38 @@ template <typename T>
 cudaError_t phong_backward_cuda(const PhongArrays<T>& in, const T* grad_out, T* const grads[9],
                                 cudaStream_t stream) {
   const int64_t total = in.batch * in.points, row_size = 6 + 6 * in.lights;
-  const int64_t chunks = (in.points + kChunk - 1) / kChunk;
   if (total == 0) return cudaSuccess;
-  Scratch<T> rows(total * row_size, stream), partial(in.batch * chunks * row_size, stream);
+  Scratch<T> rows(total * row_size, stream);
   DR_CUDA_TRY(rows.status());
-  DR_CUDA_TRY(partial.status());
   shade_backward<T><<<blocks_for(total), kThreads, 0, stream>>>(in, grad_out, grads[0], grads[1], grads[2], grads[3],
                                                                 grads[4], rows.get(), row_size);
-  sum_chunks<T><<<blocks_for(in.batch * chunks * row_size), kThreads, 0, stream>>>(
-      rows.get(), in.batch, in.points, row_size, chunks, partial.get());
-  sum_partials<T><<<blocks_for(in.batch * row_size), kThreads, 0, stream>>>(
-      partial.get(), in.batch, in.lights, row_size, chunks, grads[5], grads[6], grads[7], grads[8]);
+  DR_CUDA_TRY(cudaGetLastError());
+  return reduce_batch_rows(rows.get(), in.batch, in.points, in.lights, grads + 5, stream);
+}
+
+template <typename T>
+cudaError_t shade_pixels_forward_cuda(const PixelShadingArrays<T>& in, T* rgba, cudaStream_t stream) {
+  const int64_t total = in.batch * in.pixels;
+  if (total > 0) shade_pixels<T><<<blocks_for(total), kThreads, 0, stream>>>(in, rgba);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t shade_pixels_backward_cuda(const PixelShadingArrays<T>& in, const T* grad_rgba, T* const grads[7],
+                                       cudaStream_t stream) {
+  const int64_t total = in.batch * in.pixels, row_size = 6 + 6 * in.lights;
+  if (total == 0) return cudaSuccess;
+  Scratch<T> rows(total * row_size, stream), contributions(3 * total * in.channels, stream);
+  Scratch<int64_t> keys(3 * total, stream);
+  DR_CUDA_TRY(rows.status());
+  DR_CUDA_TRY(contributions.status());
+  DR_CUDA_TRY(keys.status());
+  shade_pixels_backward<T><<<blocks_for(total), kThreads, 0, stream>>>(
+      in, grad_rgba, grads[2], grads[1], rows.get(), row_size, keys.get(), contributions.get());
+  DR_CUDA_TRY(cudaGetLastError());
+  DR_CUDA_TRY(ordered_scatter_add(keys.get(), contributions.get(), 3 * total, in.channels,
+                                  in.batch * in.num_vertices, grads[0], stream));
+  return reduce_batch_rows(rows.get(), in.batch, in.pixels, in.lights, grads + 3, stream);
 }
 
 template cudaError_t phong_forward_cuda<float>(const PhongArrays<float>&, float*, cudaStream_t);
@@ -97,5 +189,11 @@ template cudaError_t phong_backward_cuda<float>(const PhongArrays<float>&, const
                                                 cudaStream_t);
 template cudaError_t phong_backward_cuda<double>(const PhongArrays<double>&, const double*, double* const[9],
                                                  cudaStream_t);
+template cudaError_t shade_pixels_forward_cuda<float>(const PixelShadingArrays<float>&, float*, cudaStream_t);
+template cudaError_t shade_pixels_forward_cuda<double>(const PixelShadingArrays<double>&, double*, cudaStream_t);
+template cudaError_t shade_pixels_backward_cuda<float>(const PixelShadingArrays<float>&, const float*,
+                                                       float* const[7], cudaStream_t);
+template cudaError_t shade_pixels_backward_cuda<double>(const PixelShadingArrays<double>&, const double*,
+                                                        double* const[7], cudaStream_t);
 
 }  // namespace diffrender
