@@ -1,5 +1,5 @@
 // CPU scheduling of Phong backward passes. Gradients of the per-batch inputs (eye, lights,
-// ambient) are summed per fixed block of points, then over the blocks in order, so the bits do not
+// ambient) are summed per fixed block of items, then over the blocks in order, so the bits do not
 // depend on the thread count.
 #pragma once
 
@@ -11,33 +11,32 @@
 
 namespace diffrender {
 
-constexpr int64_t kPhongBlock = 2048;
-
 // Where one block accumulates its per-batch gradients.
 template <typename T>
 struct PhongPartials {
   T *eye, *light_positions, *light_intensities, *ambient;
 };
 
-// Calls shade_block(image, first, last, partials) for blocks of points [first, last) of one image,
-// in parallel, then adds the blocks' partial sums into the per-batch gradients in block order.
+// Calls shade_block(image, first, last, partials) for blocks of items [first, last) (points or
+// triangles) of one image, in parallel, then adds the blocks' partial sums into the per-batch
+// gradients in block order.
 // grad_eye, grad_ambient: [B,3]; grad_light_positions, grad_light_intensities: [B,L,3].
 template <typename T, typename ShadeBlock>
-void phong_backward_in_blocks(int64_t batch, int64_t points, int64_t lights, T* grad_eye,
+void phong_backward_in_blocks(int64_t batch, int64_t items, int64_t lights, int64_t block_size, T* grad_eye,
                               T* grad_light_positions, T* grad_light_intensities, T* grad_ambient,
                               const ShadeBlock& shade_block) {
-  const int64_t blocks_per_image = (points + kPhongBlock - 1) / kPhongBlock;
+  const int64_t blocks_per_image = (items + block_size - 1) / block_size;
   const int64_t partial_size = 6 + 6 * lights;  // eye, light positions, light intensities, ambient
   std::vector<T> partials(batch * blocks_per_image * partial_size, T(0));
   auto partials_of = [&](int64_t block) {
     T* base = partials.data() + block * partial_size;
     return PhongPartials<T>{base, base + 3, base + 3 + 3 * lights, base + 3 + 6 * lights};
   };
-  // Shaded points (covered pixels) cluster in the middle of images: interleaved blocks balance.
+  // Work clusters (covered pixels in the middle of images): interleaved blocks balance it.
   parallel_for_interleaved(batch * blocks_per_image, [&](int64_t block) {
     const int64_t image = block / blocks_per_image;
-    const int64_t first = image * points + (block % blocks_per_image) * kPhongBlock;
-    const int64_t last = std::min(first + kPhongBlock, (image + 1) * points);
+    const int64_t first = image * items + (block % blocks_per_image) * block_size;
+    const int64_t last = std::min(first + block_size, (image + 1) * items);
     shade_block(image, first, last, partials_of(block));
   });
   for (int64_t block = 0; block < batch * blocks_per_image; ++block) {

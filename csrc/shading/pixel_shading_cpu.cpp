@@ -1,6 +1,6 @@
-// CPU deferred Phong shading. The backward pass shades each covered pixel once, keeping the
-// gradient of its interpolated attributes; the triangles then gather those per corner by walking
-// the pixels they won, so no sum depends on the thread count.
+// CPU deferred Phong shading. The backward pass walks, per triangle, the pixels it won: each is
+// shaded once and its attribute gradient summed into the triangle's corners right away, so no sum
+// needs atomics or depends on the thread count.
 #include <ATen/Parallel.h>
 
 #include "barycentric/owned_pixels.h"
@@ -9,6 +9,9 @@
 
 namespace diffrender {
 namespace {
+
+// Small blocks: a triangle's cost is its won pixels, which vary a lot between triangles.
+constexpr int64_t kTrianglesPerBlock = 16;
 
 template <typename T>
 void forward_impl(const PixelShadingInputs& in, at::Tensor& rgba) {
@@ -34,37 +37,45 @@ void forward_impl(const PixelShadingInputs& in, at::Tensor& rgba) {
 template <typename T>
 void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, std::vector<at::Tensor>& grads) {
   const PixelShadingArrays<T> a = pixel_shading_arrays<T>(in);
+  const int height = static_cast<int>(in.triangle_ids.size(1)), width = static_cast<int>(in.triangle_ids.size(2));
+  const int64_t num_triangles = in.triangles.size(0);
   const T* g_rgba = grad_rgba.data_ptr<T>();
-  // d(loss)/d(interpolated attributes) per pixel, [B,P,A]; only covered pixels are written and read.
-  const at::Tensor attribute_grads = at::empty({a.batch * a.pixels, a.channels}, in.vertex_attributes.options());
   T* g_pixel_diffuse = a.pixel_diffuse ? grads[1].data_ptr<T>() : nullptr;
   T* g_bary = grads[2].data_ptr<T>();
+  // Each covered pixel is written by the one triangle that won it; the others stay zero.
+  grads[2].zero_();
+  if (g_pixel_diffuse) grads[1].zero_();
+  const auto bounds = owned_pixel_bounds(a.ids, a.bary, a.batch, height, width, num_triangles);
+  at::Tensor corners = at::empty({a.batch, num_triangles * 3, a.channels}, in.vertex_attributes.options());
+  T* corner_grads = corners.data_ptr<T>();
   phong_backward_in_blocks<T>(
-      a.batch, a.pixels, a.lights, grads[3].data_ptr<T>(), grads[4].data_ptr<T>(), grads[5].data_ptr<T>(),
-      grads[6].data_ptr<T>(), [&](int64_t b, int64_t first, int64_t last, const PhongPartials<T>& partial) {
+      a.batch, num_triangles, a.lights, kTrianglesPerBlock, grads[3].data_ptr<T>(), grads[4].data_ptr<T>(),
+      grads[5].data_ptr<T>(), grads[6].data_ptr<T>(),
+      [&](int64_t b, int64_t first, int64_t last, const PhongPartials<T>& partial) {
         const Vec3<T> eye = load3(a.eye + 3 * b);
-        for (int64_t p = first; p < last; ++p) {
-          if (!pixel_covered(a.bary + 3 * p)) {
-            g_bary[3 * p] = g_bary[3 * p + 1] = g_bary[3 * p + 2] = T(0);
-            if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, Vec3<T>{0, 0, 0});
-            continue;
-          }
-          const PixelCorners<T> corners = pixel_corners(a, p);
-          const PhongPointGrad<T> g = phong_backward(
-              pixel_phong_point(a, corners, p), eye, a.light_positions + 3 * a.lights * b,
-              a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(g_rgba + 4 * p),
-              partial.eye, partial.light_positions, partial.light_intensities, partial.ambient);
-          T* row = attribute_grads.data_ptr<T>() + p * a.channels;
-          pack_attribute_gradient(a, g, row);
-          barycentric_gradient(corners, row, a.channels, g_bary + 3 * p);
-          if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, g.diffuse);
+        const int64_t image = b * a.pixels;
+        for (int64_t i = first; i < last; ++i) {
+          T* acc = corner_grads + i * 3 * a.channels;
+          std::fill_n(acc, 3 * a.channels, T(0));
+          const int32_t* box = bounds.data() + 4 * i;
+          for_each_owned_pixel(
+              a.ids + image, a.bary + 3 * image, i % num_triangles, box[0], box[1], box[2], box[3], width,
+              [&](int64_t pixel, const T* weights) {
+                const int64_t p = image + pixel;
+                const PixelCorners<T> corners_of_p = pixel_corners(a, p);
+                const PhongPointGrad<T> g = phong_backward(
+                    pixel_phong_point(a, corners_of_p, p), eye, a.light_positions + 3 * a.lights * b,
+                    a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(g_rgba + 4 * p),
+                    partial.eye, partial.light_positions, partial.light_intensities, partial.ambient);
+                T attribute_grad[kMaxPixelChannels];
+                pack_attribute_gradient(a, g, attribute_grad);
+                barycentric_gradient(corners_of_p, attribute_grad, a.channels, g_bary + 3 * p);
+                if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, g.diffuse);
+                for (int k = 0; k < 3; ++k)
+                  for (int c = 0; c < a.channels; ++c) acc[k * a.channels + c] += weights[k] * attribute_grad[c];
+              });
         }
       });
-  const int64_t num_triangles = in.triangles.size(0);
-  at::Tensor corners = at::empty({a.batch, num_triangles * 3, a.channels}, in.vertex_attributes.options());
-  accumulate_corner_gradients(attribute_grads.data_ptr<T>(), a.ids, a.bary, a.batch,
-                              static_cast<int>(in.triangle_ids.size(1)), static_cast<int>(in.triangle_ids.size(2)),
-                              num_triangles, a.channels, corners.data_ptr<T>());
   grads[0].index_add_(1, in.triangles.reshape({-1}), corners);
 }
 

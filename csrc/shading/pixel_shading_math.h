@@ -26,6 +26,7 @@ struct PixelShadingArrays {
 };
 
 constexpr int kPositionOffset = 0, kNormalOffset = 3, kVertexDiffuseOffset = 6;
+constexpr int kMaxPixelChannels = 13;  // position, normal, diffuse, specular, shininess
 
 template <typename T>
 HOST_DEVICE int specular_offset(const PixelShadingArrays<T>& a) {

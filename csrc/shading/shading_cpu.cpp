@@ -8,11 +8,13 @@
 namespace diffrender {
 namespace {
 
+constexpr int64_t kPointsPerBlock = 2048;
+
 template <typename T>
 void forward_impl(const PhongInputs& in, at::Tensor& out) {
   const PhongArrays<T> ptr = phong_arrays<T>(in);
   T* result = out.data_ptr<T>();
-  at::parallel_for(0, ptr.batch * ptr.points, kPhongBlock, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, ptr.batch * ptr.points, kPointsPerBlock, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / ptr.points;
       store3(result + 3 * i, phong_forward(load_phong_point(ptr, i), load3(ptr.eye + 3 * b),
@@ -33,8 +35,8 @@ void backward_impl(const PhongInputs& in, const at::Tensor& grad_out, std::vecto
   T* g_spec = ptr.specular ? grads[3].data_ptr<T>() : nullptr;
   T* g_shin = ptr.specular ? grads[4].data_ptr<T>() : nullptr;
   phong_backward_in_blocks<T>(
-      ptr.batch, ptr.points, ptr.lights, grads[5].data_ptr<T>(), grads[6].data_ptr<T>(), grads[7].data_ptr<T>(),
-      grads[8].data_ptr<T>(), [&](int64_t b, int64_t first, int64_t last, const PhongPartials<T>& partial) {
+      ptr.batch, ptr.points, ptr.lights, kPointsPerBlock, grads[5].data_ptr<T>(), grads[6].data_ptr<T>(),
+      grads[7].data_ptr<T>(), grads[8].data_ptr<T>(), [&](int64_t b, int64_t first, int64_t last, const PhongPartials<T>& partial) {
         const Vec3<T> eye = load3(ptr.eye + 3 * b);
         for (int64_t i = first; i < last; ++i) {
           const PhongPointGrad<T> g = phong_backward(

@@ -82,8 +82,6 @@ __global__ void shade_pixels(PixelShadingArrays<T> a, T* rgba) {
   o[3] = T(1);
 }
 
-constexpr int kMaxPixelChannels = 13;  // position, normal, diffuse, specular, shininess
-
 // Per pixel: d/d(barycentrics), d/d(pixel diffuse), its row of per-batch contributions, and
 // b_k · d/d(attributes) for each corner, keyed by vertex for ordered_scatter_add (uncovered pixels
 // get keys past the end, which it ignores).
