@@ -5,6 +5,7 @@
 #include "soft/soft.h"
 #include "shading/pixel_shading.h"
 #include "shading/shading.h"
+#include "texture/texture.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "diffrender compiled kernels (CPU; CUDA when built WITH_CUDA)";
@@ -31,6 +32,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "SoftRas soft rasterization: (image [B,H,W,C+1], aux [B,H,W,4], hard_ids)");
   m.def("soft_rasterize_backward", &diffrender::soft_rasterize_backward,
         "SoftRas gradients: (d/d screen_vertices, d/d attributes, d/d background)");
+  m.def("texture_sample_forward", &diffrender::texture_sample_forward,
+        "bilinear or trilinear texture sampling of a flat mip pyramid at [B,H,W,2] uvs", py::arg("levels"),
+        py::arg("level_sizes"), py::arg("texture_batch"), py::arg("channels"), py::arg("uv"), py::arg("uv_da"),
+        py::arg("filter"), py::arg("boundary"));
+  m.def("texture_sample_backward", &diffrender::texture_sample_backward,
+        "(d/d levels, d/d uv) of texture_sample_forward, each None unless wanted", py::arg("grad_out"),
+        py::arg("levels"), py::arg("level_sizes"), py::arg("texture_batch"), py::arg("channels"), py::arg("uv"),
+        py::arg("uv_da"), py::arg("filter"), py::arg("boundary"), py::arg("want_grad_levels") = true,
+        py::arg("want_grad_uv") = true);
   m.def("with_cuda", [] {
 #ifdef WITH_CUDA
     return true;
