@@ -32,6 +32,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "SoftRas soft rasterization: (image [B,H,W,C+1], aux [B,H,W,4], hard_ids)");
   m.def("soft_rasterize_backward", &diffrender::soft_rasterize_backward,
         "SoftRas gradients: (d/d screen_vertices, d/d attributes, d/d background)");
+  m.def("soft_rasterize_textured_forward", &diffrender::soft_rasterize_textured_forward,
+        "SoftRas soft rasterization with bilinear texturing: (image [B,H,W,C+1], aux [B,H,W,4], hard_ids)");
+  m.def("soft_rasterize_textured_backward", &diffrender::soft_rasterize_textured_backward,
+        "textured SoftRas gradients: (d/d screen_vertices, d/d attributes, d/d background, d/d texture)");
   m.def("texture_sample_forward", &diffrender::texture_sample_forward,
         "bilinear or trilinear texture sampling of a flat mip pyramid at [B,H,W,2] uvs", py::arg("levels"),
         py::arg("level_sizes"), py::arg("texture_batch"), py::arg("channels"), py::arg("uv"), py::arg("uv_da"),

@@ -22,6 +22,13 @@ shorter image side spans [-1, 1]: x/w is scaled by W/min(W,H) and y/w by H/min(W
 - Colour (``aggr_func_rgb='softmax'``): ``I = Σ_j w_j C_j + w_b C_b`` with ``w_j ∝ D_j exp(z_j/γ)``
   and ``w_b ∝ exp(ε/γ)``; C_j is the perspective-correct interpolation of the per-vertex attributes.
   ``'hard'``: the colour of the nearest triangle covering the pixel centre, else the background.
+- Textured (``texture`` given): every vertex carries (u, v, s, o) with s, o of the texture's C
+  channels, and ``C_j = bilinear(texture, uv_j)·s_j + o_j`` with uv_j, s_j, o_j interpolated with
+  the pair's perspective-correct λ. Bilinear filtering only (no mip-mapping): each pair samples
+  the 2×2 texels around its own uv, in :mod:`diffrender.texture`'s UV convention and
+  ``'wrap'``/``'clamp'`` boundary; a NaN or infinite uv samples 0 and passes no uv or texture
+  gradient. The texture gradient is accumulated deterministically from one record per pair that
+  samples the texture: memory O(pairs), i.e. O(pixels × depth complexity), in the backward.
 - Alpha: ``'prod'`` 1 - Π(1 - D_j); ``'sum'`` min(Σ D_j, 1); ``'hard'`` 1 if a triangle covers
   the pixel centre.
 - ``cull_backfaces=True`` skips triangles that are clockwise on screen (y up): CCW is the front.
@@ -38,31 +45,43 @@ from . import camera as camera_lib
 from ._ext import _C
 from .shading import phong
 
-__all__ = ["rasterize", "render", "AGGR_RGB", "AGGR_ALPHA", "DIST_FUNCS"]
+__all__ = ["rasterize", "render", "AGGR_RGB", "AGGR_ALPHA", "DIST_FUNCS", "TEXTURE_BOUNDARIES"]
 
 AGGR_RGB = ("softmax", "hard")
 AGGR_ALPHA = ("prod", "sum", "hard")
 DIST_FUNCS = ("euclidean", "barycentric")
+TEXTURE_BOUNDARIES = ("wrap", "clamp")
 
 
 class _SoftRasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, screen_vertices: Tensor, triangles: Tensor, attributes: Tensor, background: Tensor,
-                settings: tuple, width: int, height: int):
-        image, aux, hard_ids = _C.soft_rasterize_forward(screen_vertices, triangles, attributes, background,
-                                                         *settings, width, height)
-        ctx.save_for_backward(screen_vertices, triangles, attributes, background, image, aux, hard_ids)
+                texture: Optional[Tensor], texture_boundary: str, settings: tuple, width: int, height: int):
+        inputs = (screen_vertices, triangles, attributes, background)
+        if texture is None:
+            image, aux, hard_ids = _C.soft_rasterize_forward(*inputs, *settings, width, height)
+        else:
+            image, aux, hard_ids = _C.soft_rasterize_textured_forward(*inputs, texture, texture_boundary, *settings,
+                                                                      width, height)
+        ctx.save_for_backward(*inputs, texture, image, aux, hard_ids)
         ctx.settings = settings
+        ctx.texture_boundary = texture_boundary
         return image
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_image: Tensor):
-        screen_vertices, triangles, attributes, background, image, aux, hard_ids = ctx.saved_tensors
-        grad_screen, grad_attributes, grad_background = _C.soft_rasterize_backward(
-            screen_vertices, triangles, attributes, background, image, aux, hard_ids,
-            grad_image.contiguous(), *ctx.settings)
-        return grad_screen, None, grad_attributes, grad_background, None, None, None
+        screen_vertices, triangles, attributes, background, texture, image, aux, hard_ids = ctx.saved_tensors
+        inputs = (screen_vertices, triangles, attributes, background)
+        saved = (image, aux, hard_ids, grad_image.contiguous())
+        if texture is None:
+            grads = _C.soft_rasterize_backward(*inputs, *saved, *ctx.settings)
+            grad_texture = None
+        else:
+            *grads, grad_texture = _C.soft_rasterize_textured_backward(*inputs, texture, ctx.texture_boundary,
+                                                                       *saved, *ctx.settings)
+        grad_screen, grad_attributes, grad_background = grads
+        return grad_screen, None, grad_attributes, grad_background, grad_texture, None, None, None, None
 
 
 def _check_name(value, name: str, choices: tuple) -> str:
@@ -105,7 +124,7 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
               eps: float = 1e-3, aggr_func_rgb: str = "softmax", aggr_func_alpha: str = "prod",
               dist_func: str = "euclidean", cull_backfaces: bool = False,
               background_color: Optional[Tensor] = None, near_clip: float = 0.01,
-              far_clip: float = 10.0) -> Tensor:
+              far_clip: float = 10.0, texture: Optional[Tensor] = None, texture_boundary: str = "wrap") -> Tensor:
     """Soft-rasterizes per-vertex attributes (SoftRas; see the module docstring for the semantics).
 
     Args:
@@ -113,7 +132,8 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
             from w, compared between near_clip and far_clip).
         triangles: [F,3] int32/int64 vertex indices.
         attributes: [B,V,C] float per-vertex attributes (same dtype and device), C >= 0; None means
-            C = 0 (a silhouette: only alpha).
+            C = 0 (a silhouette: only alpha). With a texture of C channels: [B,V,2+2C], per vertex
+            (u, v, scale[C], offset[C]), and a pair's colour is texture(uv)·scale + offset.
         image_width, image_height: output size in pixels.
         sigma_val: σ > 0, the blur of the coverage sigmoid (square-NDC² units).
         gamma_val: γ > 0, the softmax temperature of the depth aggregation.
@@ -126,9 +146,14 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
         cull_backfaces: skip triangles that are clockwise on screen.
         background_color: [C] float background colour (zeros when None).
         near_clip, far_clip: the depth range mapped to z ∈ [1, 0].
+        texture: None, or [B,Ht,Wt,C] / [Ht,Wt,C] float (same dtype and device; [Ht,Wt,C] and
+            [1,Ht,Wt,C] are shared by the batch), row 0 the top of the image, sampled bilinearly at
+            each pair's own interpolated uv (:mod:`diffrender.texture`'s convention).
+        texture_boundary: 'wrap' (repeat) or 'clamp' (extend the edge texels).
     Returns:
         [B,H,W,C+1] float: C colour channels, then alpha. Row 0 is NDC y = -1 (the bottom).
-        Differentiable with respect to clip_vertices (x, y, w), attributes and background_color.
+        Differentiable with respect to clip_vertices (x, y, w), attributes, background_color and
+        texture.
     """
     if not isinstance(clip_vertices, Tensor):
         raise TypeError("clip_vertices must be a torch.Tensor")
@@ -147,6 +172,11 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
         lo, hi = int(triangles.min()), int(triangles.max())
         if lo < 0 or hi >= num_vertices:
             raise ValueError(f"triangle indices must lie in [0, {num_vertices}), got {lo} to {hi}")
+    _check_name(texture_boundary, "texture_boundary", TEXTURE_BOUNDARIES)
+    if texture is not None:
+        texture = _check_texture(texture, clip_vertices)
+        if attributes is None:
+            raise ValueError("a texture needs attributes [B,V,2+2C] = (u, v, scale[C], offset[C])")
     if attributes is None:
         attributes = clip_vertices.new_zeros(batch, num_vertices, 0)
     if not isinstance(attributes, Tensor):
@@ -160,6 +190,11 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
     if attributes.device != clip_vertices.device:
         raise ValueError("attributes and clip_vertices must be on the same device")
     channels = attributes.shape[-1]
+    if texture is not None:
+        channels = texture.shape[-1]
+        if attributes.shape[-1] != 2 + 2 * channels:
+            raise ValueError(f"with a {channels}-channel texture, attributes must have 2 + 2·{channels} = "
+                             f"{2 + 2 * channels} channels (u, v, scale[C], offset[C]), got {attributes.shape[-1]}")
     if background_color is None:
         background_color = attributes.new_zeros(channels)
     else:
@@ -185,8 +220,25 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
                 _check_name(aggr_func_alpha, "aggr_func_alpha", AGGR_ALPHA),
                 _check_name(dist_func, "dist_func", DIST_FUNCS), bool(cull_backfaces))
     screen = _to_screen(clip_vertices)
-    return _SoftRasterize.apply(screen, triangles.long().contiguous(), attributes, background_color,
-                                settings, width, height)
+    return _SoftRasterize.apply(screen, triangles.long().contiguous(), attributes, background_color, texture,
+                                texture_boundary, settings, width, height)
+
+
+def _check_texture(texture, clip_vertices: Tensor) -> Tensor:
+    """The texture as [Bt,Ht,Wt,C] (Bt = 1 or B), after checking it against clip_vertices."""
+    if not isinstance(texture, Tensor):
+        raise TypeError(f"texture must be a torch.Tensor, got {type(texture).__name__}")
+    if texture.dtype != clip_vertices.dtype:
+        raise TypeError(f"texture must have the dtype of the vertices ({clip_vertices.dtype}), got {texture.dtype}")
+    if texture.device != clip_vertices.device:
+        raise ValueError(f"texture is on {texture.device} but the vertices on {clip_vertices.device}")
+    if texture.dim() == 3:
+        texture = texture.unsqueeze(0)
+    batch = clip_vertices.shape[0]
+    if texture.dim() != 4 or min(texture.shape[1:]) < 1 or texture.shape[0] not in (1, batch):
+        raise ValueError(f"texture must have shape [B,Ht,Wt,C] (B = {batch} or 1) or [Ht,Wt,C] with Ht, Wt, C ≥ 1, "
+                         f"got {list(texture.shape)}")
+    return texture
 
 
 def _per_batch(t: Tensor, batch: int, dims: int) -> Tensor:
@@ -200,19 +252,28 @@ def _vertex_normals(vertices: Tensor, triangles: Tensor) -> Tensor:
     return vertex_normals(vertices, triangles)
 
 
-def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Tensor, camera_position: Tensor,
+def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor], camera_position: Tensor,
            camera_lookat: Tensor, camera_up: Tensor, light_positions: Tensor, light_intensities: Tensor,
            image_width: int, image_height: int, sigma_val: float = 1e-5, gamma_val: float = 1e-4,
            fov_y: float | Tensor = 40.0, near_clip: float = 0.01, far_clip: float = 10.0,
            normals: Optional[Tensor] = None, specular_colors: Optional[Tensor] = None,
-           shininess: Optional[Tensor] = None, ambient_color: Optional[Tensor] = None, **options) -> Tensor:
+           shininess: Optional[Tensor] = None, ambient_color: Optional[Tensor] = None,
+           uvs: Optional[Tensor] = None, texture: Optional[Tensor] = None, texture_boundary: str = "wrap",
+           **options) -> Tensor:
     """Phong-shaded soft render: the vertices are shaded with :func:`diffrender.shading.phong`, and
     the shaded colours are soft-rasterized (Gouraud-style, perspective-correct).
+
+    With a texture, the sampled texture is the diffuse colour: Phong is linear in the diffuse
+    colour, so each vertex gets its diffuse light L (Phong with a white diffuse colour, no specular
+    or ambient term) and the rest S (specular and ambient), and each (pixel, triangle) pair is
+    coloured ``bilinear(texture, uv)·L + S`` at its own interpolated uv, L and S (see
+    :func:`rasterize`). For a constant texture this equals the untextured render with that
+    diffuse colour.
 
     Args:
         vertices: [B,V,3] float world-space positions.
         triangles: [F,3] int, counter-clockwise = front.
-        diffuse_colors: [B,V,3] float.
+        diffuse_colors: [B,V,3] float; ignored (may be None) when ``texture`` is given.
         camera_position, camera_lookat, camera_up: [B,3] (or [3]) float.
         light_positions: [B,L,3] float; light_intensities: [B,L] or [B,L,3] float.
         image_width, image_height: output size.
@@ -221,10 +282,16 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Tensor, camera_p
         normals: [B,V,3] vertex normals, or None for area-weighted normals of the mesh.
         specular_colors: [B,V,3] or None; shininess: [B,V] or [B] (needed with specular_colors).
         ambient_color: [B,3] or None.
+        uvs: [B,V,2] or [V,2] float per-vertex texture coordinates (v = 0 at the bottom of the
+            image), with ``texture``.
+        texture: [B,Ht,Wt,3] or [Ht,Wt,3] float RGB (the vertices' dtype), row 0 the top of the
+            image; bilinear filtering, no mip-mapping.
+        texture_boundary: 'wrap' (repeat) or 'clamp' (extend the edge texels).
         **options: passed to :func:`rasterize` (dist_eps, eps, aggr_func_rgb, aggr_func_alpha,
             dist_func, cull_backfaces, background_color ([3])).
     Returns:
-        [B,H,W,4] float RGBA with row 0 at the top.
+        [B,H,W,4] float RGBA with row 0 at the top. Differentiable with respect to the vertices,
+        colours, lights, camera, uvs and texture.
     """
     if not isinstance(vertices, Tensor) or vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ValueError(f"vertices must be a [B,V,3] tensor, got {getattr(vertices, 'shape', type(vertices))}")
@@ -232,8 +299,12 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Tensor, camera_p
         raise TypeError("triangles must be an int32/int64 tensor of shape [F,3]")
     triangles = triangles.long()
     batch = vertices.shape[0]
-    if diffuse_colors.shape != vertices.shape:
-        raise ValueError(f"diffuse_colors must have shape {list(vertices.shape)}, got {list(diffuse_colors.shape)}")
+    if (uvs is None) != (texture is None):
+        raise ValueError("render: uvs and texture go together")
+    if texture is None and (not isinstance(diffuse_colors, Tensor) or diffuse_colors.shape != vertices.shape):
+        got = list(diffuse_colors.shape) if isinstance(diffuse_colors, Tensor) else diffuse_colors
+        raise ValueError(f"diffuse_colors must have shape {list(vertices.shape)} (or give uvs and a texture), "
+                         f"got {got}")
     eye = _per_batch(camera_position, batch, 2)
     lookat = _per_batch(camera_lookat, batch, 2)
     up = _per_batch(camera_up, batch, 2)
@@ -243,10 +314,38 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Tensor, camera_p
         normals = _vertex_normals(vertices, triangles)
     if shininess is not None and shininess.dim() == 1:
         shininess = shininess.view(batch, 1).expand(batch, vertices.shape[1])
-    colors = phong(vertices, normals, diffuse_colors, eye, light_positions, light_intensities,
-                   specular_colors, shininess, ambient_color)
     cam = camera_lib.Camera(eye, lookat, up, fov_y=fov_y, near=near_clip, far=far_clip)
     clip = camera_lib.transform_homogeneous(cam.matrices(image_width / image_height), vertices)
-    image = rasterize(clip, triangles, colors, image_width, image_height, sigma_val=sigma_val,
-                      gamma_val=gamma_val, near_clip=near_clip, far_clip=far_clip, **options)
+    if texture is None:
+        attributes = phong(vertices, normals, diffuse_colors, eye, light_positions, light_intensities,
+                           specular_colors, shininess, ambient_color)
+    else:
+        uvs = _check_uvs(uvs, vertices)
+        texture = _check_texture(texture, vertices)
+        if texture.shape[-1] != 3:
+            raise ValueError(f"render: texture must have 3 (RGB) channels, got {list(texture.shape)}")
+        diffuse_light = phong(vertices, normals, torch.ones_like(vertices), eye, light_positions, light_intensities)
+        rest = (phong(vertices, normals, torch.zeros_like(vertices), eye, light_positions, light_intensities,
+                      specular_colors, shininess, ambient_color)
+                if specular_colors is not None or ambient_color is not None else torch.zeros_like(vertices))
+        attributes = torch.cat([uvs, diffuse_light, rest], dim=-1)
+    image = rasterize(clip, triangles, attributes, image_width, image_height, sigma_val=sigma_val,
+                      gamma_val=gamma_val, near_clip=near_clip, far_clip=far_clip, texture=texture,
+                      texture_boundary=texture_boundary, **options)
     return torch.flip(image, dims=[1])
+
+
+def _check_uvs(uvs, vertices: Tensor) -> Tensor:
+    """uvs as [B,V,2], after checking them against vertices [B,V,3]."""
+    if not isinstance(uvs, Tensor):
+        raise TypeError(f"render: uvs must be a torch.Tensor, got {type(uvs).__name__}")
+    if uvs.dtype != vertices.dtype:
+        raise TypeError(f"render: uvs must have the dtype of the vertices ({vertices.dtype}), got {uvs.dtype}")
+    if uvs.device != vertices.device:
+        raise ValueError(f"render: uvs are on {uvs.device} but the vertices on {vertices.device}")
+    batch, num_vertices = vertices.shape[:2]
+    uvs = _per_batch(uvs, batch, 3)
+    if uvs.dim() != 3 or tuple(uvs.shape) != (batch, num_vertices, 2):
+        raise ValueError(f"render: uvs must have shape [B,V,2] = [{batch},{num_vertices},2] or [V,2], "
+                         f"got {list(uvs.shape)}")
+    return uvs

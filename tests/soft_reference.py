@@ -3,7 +3,8 @@ once, with autograd for the gradients. Only for small images in tests: memory is
 
 It follows the semantics in renderer/soft.py's docstring literally (segment distances to all
 three edges, 1 - prod(1 - D), a max-shifted softmax) rather than the kernels' shortcuts (edge
-prefilter, nearest edge among the outside ones, saturated terms, online softmax).
+prefilter, nearest edge among the outside ones, saturated terms, online softmax). Textured pairs
+sample the texture with :func:`bilinear_reference`, gathers and weights in plain torch.
 """
 import torch
 
@@ -17,16 +18,52 @@ def _cross(ax, ay, bx, by):
     return ax * by - ay * bx
 
 
+def _texel_taps(t, size: int, boundary: str):
+    """Neighbouring texel indices along one axis of `size` texels and the second one's weight."""
+    if boundary == "wrap":
+        x = (t - torch.floor(t)) * size - 0.5
+        x0 = torch.floor(x)
+        first = x0.long() % size
+        return first, (first + 1) % size, x - x0
+    x = (t * size - 0.5).clamp(-1.0, float(size))
+    x0 = torch.floor(x)
+    return x0.long().clamp(0, size - 1), (x0.long() + 1).clamp(0, size - 1), x - x0
+
+
+def bilinear_reference(texture, uv, boundary="wrap"):
+    """texture [Bt,Ht,Wt,C] (Bt = 1 or B) sampled bilinearly at uv [B,...,2] in diffrender.texture's
+    convention (u = 0 left, v = 0 bottom, row 0 the top): [B,...,C]. Non-finite uvs give 0."""
+    images, tex_height, tex_width, channels = texture.shape
+    finite = torch.isfinite(uv).all(-1, keepdim=True)
+    uv = torch.where(finite, uv, torch.zeros_like(uv))
+    x0, x1, fx = _texel_taps(uv[..., 0], tex_width, boundary)
+    y0, y1, fy = _texel_taps(1.0 - uv[..., 1], tex_height, boundary)
+    # Texture image of each sample: its batch item, or 0 for a shared texture.
+    image = torch.arange(uv.shape[0]).view(-1, *([1] * (uv.dim() - 2))) if images > 1 else torch.tensor(0)
+    flat = texture.reshape(-1, channels)
+
+    def texel(y, x):
+        return flat[(image * tex_height + y) * tex_width + x]
+
+    fx, fy = fx.unsqueeze(-1), fy.unsqueeze(-1)
+    sample = ((1 - fy) * ((1 - fx) * texel(y0, x0) + fx * texel(y0, x1))
+              + fy * ((1 - fx) * texel(y1, x0) + fx * texel(y1, x1)))
+    return torch.where(finite, sample, torch.zeros_like(sample))
+
+
 def soft_rasterize_reference(clip_vertices, triangles, attributes, width, height, sigma_val=1e-5,
                              gamma_val=1e-4, dist_eps=1e-4, eps=1e-3, aggr_func_rgb="softmax",
                              aggr_func_alpha="prod", dist_func="euclidean", cull_backfaces=False,
-                             background_color=None, near_clip=0.01, far_clip=10.0):
+                             background_color=None, near_clip=0.01, far_clip=10.0, texture=None,
+                             texture_boundary="wrap"):
     """Same arguments and result as diffrender.soft.rasterize ([B,H,W,C+1], row 0 = NDC y = -1)."""
     dtype = clip_vertices.dtype
     batch, _, _ = clip_vertices.shape
     if attributes is None:
         attributes = clip_vertices.new_zeros(batch, clip_vertices.shape[1], 0)
-    channels = attributes.shape[-1]
+    if texture is not None and texture.dim() == 3:
+        texture = texture.unsqueeze(0)
+    channels = attributes.shape[-1] if texture is None else texture.shape[-1]
     if background_color is None:
         background_color = attributes.new_zeros(channels)
     triangles = triangles.long()
@@ -106,7 +143,10 @@ def soft_rasterize_reference(clip_vertices, triangles, attributes, width, height
         iw_safe = torch.where(keep, iw, torch.ones_like(iw))
         beta = lam * viw / iw_safe.unsqueeze(-1)  # [B,P,F,3]
         corner_attr = attributes[:, triangles].unsqueeze(1)  # [B,1,F,3,C]
-        color = (beta.unsqueeze(-1) * corner_attr).sum(-2)  # [B,P,F,C]
+        color = (beta.unsqueeze(-1) * corner_attr).sum(-2)  # [B,P,F,C] (textured: [B,P,F,2+2C])
+        if texture is not None:
+            uv, scale, offset = color.split([2, channels, channels], dim=-1)
+            color = bilinear_reference(texture, uv, texture_boundary) * scale + offset
         if aggr_func_rgb == "softmax":
             logits = torch.where(keep, z / gamma_val, torch.full_like(z, -float("inf")))
             eps_logit = torch.tensor(eps / gamma_val, dtype=dtype)

@@ -8,7 +8,9 @@
 // Backward: one thread owns each triangle and walks its blurred bounding box in raster order,
 // recomputing its coverage, depth and colour at each pixel and turning the pixel's saved
 // aggregates into its own gradient; the per-corner sums then go to the vertices in triangle
-// order. Nothing per (pixel, triangle) is ever stored.
+// order. Untextured, nothing per (pixel, triangle) is ever stored. Textured, each pair that
+// samples the texture also leaves a record (uv and d(loss)/d(albedo), memory O(pairs)); gathered
+// in triangle order, the records go through the texture op's deterministic scatter (soft_ops.cpp).
 //
 // Both passes evaluate a triangle against a run of pixels in two phases: a branch-free loop over
 // up to kBlock pixels that the compiler vectorises (soft_sample for every pixel), then a scalar
@@ -192,12 +194,6 @@ std::vector<T> pixel_centers(int extent, T scale) {
   return centers;
 }
 
-// Perspective-correct attribute value of channel ch: Σ β_k a_k[ch].
-template <typename T>
-inline T interpolate(const T beta[3], const T* const a[3], int64_t ch) {
-  return beta[0] * a[0][ch] + beta[1] * a[1][ch] + beta[2] * a[2][ch];
-}
-
 // Whether the terms folded in so far fix the pixel's alpha and make its gradient zero.
 template <typename T>
 inline bool alpha_settled(int alpha_mode, const T* a) {
@@ -208,12 +204,13 @@ inline bool alpha_settled(int alpha_mode, const T* a) {
 
 template <typename T>
 void forward_impl(const SoftParams& params, const at::Tensor& screen, const at::Tensor& triangles,
-                  const at::Tensor& attributes, const at::Tensor& background, at::Tensor& image,
-                  at::Tensor& aux, at::Tensor& hard_ids) {
+                  const at::Tensor& attributes, const at::Tensor& background, const SoftTexture<T>& tex,
+                  at::Tensor& image, at::Tensor& aux, at::Tensor& hard_ids) {
   const SoftConstants<T> c = make_soft_constants<T>(params);
   const int64_t batch = screen.size(0), num_vertices = screen.size(1);
   const int64_t num_triangles = triangles.size(0);
-  const int64_t channels = attributes.size(2), stride = channels + 1;
+  const int64_t channels = image.size(3) - 1, stride = channels + 1;
+  const int64_t attr_channels = attributes.size(2);
   const int height = params.height, width = params.width;
   const int64_t bands = (height + kBandRows - 1) / kBandRows;
   const bool softmax = channels > 0 && params.aggr_rgb == kSoftRgbSoftmax;
@@ -250,14 +247,14 @@ void forward_impl(const SoftParams& params, const at::Tensor& screen, const at::
       a[3] = T(0);
       if (hard_rgb) ids_ptr[p] = -1;
     }
-    const T* batch_attr = attr_ptr + b * num_vertices * channels;
+    const T* batch_attr = attr_ptr + b * num_vertices * attr_channels;
     const SoftTriangle<T>* batch_setups = setups.triangles.get() + b * num_triangles;
     SampleBlock<T> block;
     for (int64_t n = bins.offsets[item]; n < bins.offsets[item + 1]; ++n) {
       const int32_t f = bins.triangles[n];
       const SoftTriangle<T>& tri = batch_setups[f];
-      const T* corner[3] = {batch_attr + tris[3 * f] * channels, batch_attr + tris[3 * f + 1] * channels,
-                            batch_attr + tris[3 * f + 2] * channels};
+      const T* corner[3] = {batch_attr + tris[3 * f] * attr_channels, batch_attr + tris[3 * f + 1] * attr_channels,
+                            batch_attr + tris[3 * f + 2] * attr_channels};
       const T vmax = tri.zmax * c.inv_gamma;
       const bool distance_only = lean && !(tri.flags & kSoftCheckZ);
       const int row_begin = std::max(y0, tri.y_min), row_end = std::min(y1 - 1, tri.y_max);
@@ -298,15 +295,19 @@ void forward_impl(const SoftParams& params, const at::Tensor& screen, const at::
             if (u > T(0)) {
               T beta[3];
               soft_perspective_weights(tri, s, beta);
+              const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
               a[1] += u;
-              for (int64_t ch = 0; ch < channels; ++ch) px[ch] += u * interpolate(beta, corner, ch);
+              for (int64_t ch = 0; ch < channels; ++ch)
+                px[ch] += u * soft_pair_color(tex, footprint, beta, corner, channels, ch);
             }
           } else if (hard_rgb && s.inside && s.z >= a[0]) {  // ties go to the later triangle
             T beta[3];
             soft_perspective_weights(tri, s, beta);
+            const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
             a[0] = s.z;
             ids_ptr[p] = f;
-            for (int64_t ch = 0; ch < channels; ++ch) px[ch] = interpolate(beta, corner, ch);
+            for (int64_t ch = 0; ch < channels; ++ch)
+              px[ch] = soft_pair_color(tex, footprint, beta, corner, channels, ch);
           }
         });
       }
@@ -325,15 +326,45 @@ void forward_impl(const SoftParams& params, const at::Tensor& screen, const at::
   });
 }
 
+// Texture-gradient records written by the per-triangle walks: each thread appends to its own
+// arena, and each triangle remembers where its rows went, so that they can be gathered in
+// triangle order whatever thread wrote them.
+template <typename T>
+struct RecordArenas {
+  int64_t row_size;
+  std::vector<std::vector<T>> arenas;  // per thread
+  std::vector<int32_t> thread;         // per triangle: the arena holding its rows
+  std::vector<int64_t> first, count;   // per triangle: its rows in that arena
+
+  RecordArenas(int64_t row_size_, int64_t triangles)
+      : row_size(row_size_), arenas(at::get_num_threads()), thread(triangles), first(triangles), count(triangles) {}
+
+  // The rows in triangle order, with the first row of each batch item.
+  void gather(int64_t batch, int64_t num_triangles, const at::TensorOptions& options, SoftTextureRecords& out) const {
+    const int64_t items = batch * num_triangles;
+    std::vector<int64_t> offsets(items + 1, 0);
+    for (int64_t i = 0; i < items; ++i) offsets[i + 1] = offsets[i] + count[i];
+    out.batch_offsets.resize(batch + 1);
+    for (int64_t b = 0; b <= batch; ++b) out.batch_offsets[b] = offsets[b * num_triangles];
+    out.rows = at::empty({offsets[items], row_size}, options);
+    T* rows = out.rows.data_ptr<T>();
+    at::parallel_for(0, items, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        std::copy_n(arenas[thread[i]].data() + first[i] * row_size, count[i] * row_size, rows + offsets[i] * row_size);
+    });
+  }
+};
+
 template <typename T>
 void backward_impl(const SoftParams& params, const at::Tensor& screen, const at::Tensor& triangles,
-                   const at::Tensor& attributes, const at::Tensor& image, const at::Tensor& aux,
-                   const at::Tensor& hard_ids, const at::Tensor& grad_image, at::Tensor& grad_vertices,
-                   at::Tensor& grad_background) {
+                   const at::Tensor& attributes, const SoftTexture<T>& tex, const at::Tensor& image,
+                   const at::Tensor& aux, const at::Tensor& hard_ids, const at::Tensor& grad_image,
+                   at::Tensor& grad_vertices, at::Tensor& grad_background, SoftTextureRecords& records) {
   const SoftConstants<T> c = make_soft_constants<T>(params);
   const int64_t batch = screen.size(0), num_vertices = screen.size(1);
   const int64_t num_triangles = triangles.size(0);
-  const int64_t channels = attributes.size(2), stride = channels + 1;
+  const int64_t channels = image.size(3) - 1, stride = channels + 1;
+  const int64_t attr_channels = attributes.size(2);
   const int height = params.height, width = params.width;
   const int64_t pixels = int64_t(height) * width;
   const bool softmax = channels > 0 && params.aggr_rgb == kSoftRgbSoftmax;
@@ -388,19 +419,29 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
   const auto setups = setup_triangles(screen.data_ptr<T>(), tris, batch, num_vertices, num_triangles, c);
   const std::vector<T> xs = pixel_centers<T>(width, c.scale_x), ys = pixel_centers<T>(height, c.scale_y);
   const T* attr_ptr = attributes.data_ptr<T>();
-  const int64_t corner_stride = 3 + channels;
-  std::vector<T> corners(batch * num_triangles * 3 * corner_stride);  // [B,F,3,3+C]
+  const int64_t corner_stride = 3 + attr_channels;
+  std::vector<T> corners(batch * num_triangles * 3 * corner_stride);  // [B,F,3,3+A]
   T* out_ptr = corners.data();
+  const bool textured = tex.texels != nullptr;
+  RecordArenas<T> arenas(2 + channels, textured ? batch * num_triangles : 0);
 
   parallel_for_interleaved(batch * num_triangles, [&](int64_t i) {
     const int64_t b = i / num_triangles, f = i % num_triangles;
     T* out = out_ptr + i * 3 * corner_stride;
     std::fill_n(out, 3 * corner_stride, T(0));
+    std::vector<T>* arena = nullptr;
+    if (textured) {
+      const int thread = at::get_thread_num();
+      arena = &arenas.arenas[thread];
+      arenas.thread[i] = thread;
+      arenas.first[i] = static_cast<int64_t>(arena->size()) / arenas.row_size;
+      arenas.count[i] = 0;
+    }
     const SoftTriangle<T>& tri = setups.triangles[i];
     if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
-    const T* batch_attr = attr_ptr + b * num_vertices * channels;
-    const T* corner[3] = {batch_attr + tris[3 * f] * channels, batch_attr + tris[3 * f + 1] * channels,
-                          batch_attr + tris[3 * f + 2] * channels};
+    const T* batch_attr = attr_ptr + b * num_vertices * attr_channels;
+    const T* corner[3] = {batch_attr + tris[3 * f] * attr_channels, batch_attr + tris[3 * f + 1] * attr_channels,
+                          batch_attr + tris[3 * f + 2] * attr_channels};
     T* gattr[3] = {out + 3, out + corner_stride + 3, out + 2 * corner_stride + 3};
     T gp[3][2] = {{0, 0}, {0, 0}, {0, 0}};
     T giw[3] = {0, 0, 0};
@@ -418,8 +459,16 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
         // colour (none, hidden by the softmax, or not the z-buffer winner).
         const bool colour_path = softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (hard_rgb && ids_ptr[p] == f);
         if (pr[3] == T(0) && !colour_path) return;
-        soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd,
-                           grad_ptr + p * stride, corner, channels, gattr, giw, gp);
+        T* record = nullptr;
+        if (arena) {  // room for a row, given back unless the pair writes one
+          arena->resize(arena->size() + arenas.row_size);
+          record = arena->data() + arena->size() - arenas.row_size;
+        }
+        const bool recorded = soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd,
+                                                 grad_ptr + p * stride, corner, channels, tex, b, gattr, giw, gp,
+                                                 record);
+        if (recorded) ++arenas.count[i];
+        else if (arena) arena->resize(arena->size() - arenas.row_size);
       });
     }
     for (int k = 0; k < 3; ++k) {
@@ -443,30 +492,30 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
       }
     }
   });
+  if (textured) arenas.gather(batch, num_triangles, screen.options(), records);
 }
 
 }  // namespace
 
 void soft_rasterize_forward_cpu(const SoftParams& params, const at::Tensor& screen_vertices,
                                 const at::Tensor& triangles, const at::Tensor& attributes,
-                                const at::Tensor& background, at::Tensor& image, at::Tensor& aux,
-                                at::Tensor& hard_ids) {
+                                const at::Tensor& background, const SoftTextureInput& texture,
+                                at::Tensor& image, at::Tensor& aux, at::Tensor& hard_ids) {
   AT_DISPATCH_FLOATING_TYPES(screen_vertices.scalar_type(), "soft_rasterize_forward_cpu", [&] {
-    forward_impl<scalar_t>(params, screen_vertices, triangles, attributes, background, image, aux,
-                           hard_ids);
+    forward_impl<scalar_t>(params, screen_vertices, triangles, attributes, background, texture.view<scalar_t>(),
+                           image, aux, hard_ids);
   });
 }
 
 void soft_rasterize_backward_cpu(const SoftParams& params, const at::Tensor& screen_vertices,
                                  const at::Tensor& triangles, const at::Tensor& attributes,
-                                 const at::Tensor& background, const at::Tensor& image,
+                                 const SoftTextureInput& texture, const at::Tensor& image,
                                  const at::Tensor& aux, const at::Tensor& hard_ids,
                                  const at::Tensor& grad_image, at::Tensor& grad_vertices,
-                                 at::Tensor& grad_background) {
-  (void)background;
+                                 at::Tensor& grad_background, SoftTextureRecords& records) {
   AT_DISPATCH_FLOATING_TYPES(screen_vertices.scalar_type(), "soft_rasterize_backward_cpu", [&] {
-    backward_impl<scalar_t>(params, screen_vertices, triangles, attributes, image, aux, hard_ids,
-                            grad_image, grad_vertices, grad_background);
+    backward_impl<scalar_t>(params, screen_vertices, triangles, attributes, texture.view<scalar_t>(), image, aux,
+                            hard_ids, grad_image, grad_vertices, grad_background, records);
   });
 }
 

@@ -7,14 +7,17 @@
 // the CPU's per-pixel order, with the same row-span prefilter and the same early outs, so the two
 // agree to rounding (exp and division may differ in the last bit) and every run gives the same bits.
 //
-// Backward: as on the CPU, nothing per (pixel, triangle) is stored (memory O(pixels + F)). A
-// per-pixel pass turns the saved aggregates into the few numbers each triangle needs; then one
-// thread per triangle walks its blurred bounding box in raster order, recomputing its coverage,
-// depth and colour at each pixel, and writes its per-corner gradients [B,F,3,3+C]; the corners go
-// to the vertices with ordered_scatter_add (stable sort by vertex, summed in triangle order). No
-// atomics anywhere: the same bits on every run. Known limit: a thread walks its whole blurred
-// bounding box, so a few screen-sized triangles make one slow thread each (warps diverge); meshes
-// of many small triangles are the fast case.
+// Backward: as on the CPU, nothing per (pixel, triangle) is stored untextured (memory
+// O(pixels + F)). A per-pixel pass turns the saved aggregates into the few numbers each triangle
+// needs; then one thread per triangle walks its blurred bounding box in raster order, recomputing
+// its coverage, depth and colour at each pixel, and writes its per-corner gradients [B,F,3,3+A];
+// the corners go to the vertices with ordered_scatter_add (stable sort by vertex, summed in
+// triangle order). Textured, a first walk counts each triangle's texture-gradient records, so that
+// the second writes them into an exactly sized buffer in the CPU's order (triangle, then pixel);
+// soft_ops.cpp hands them to the texture op's sort-based scatter. No atomics anywhere: the same
+// bits on every run. Known limit: a thread walks its whole blurred bounding box, so a few
+// screen-sized triangles make one slow thread each (warps diverge); meshes of many small triangles
+// are the fast case.
 #include "soft/soft_cuda.h"
 
 #include "common/cuda_scratch.cuh"
@@ -34,16 +37,19 @@ struct TileGrid {
 
 // What each kernel needs to know of the settings besides SoftConstants.
 struct SoftModes {
-  int64_t channels;
+  int64_t channels;       // colour channels C
+  int64_t attr_channels;  // attribute channels per vertex
   int alpha_mode;
   bool softmax;   // colour by the depth softmax (C > 0)
   bool hard_rgb;  // colour of the z-buffer winner (C > 0)
   bool lean;      // no attributes and Euclidean distances: soft_sample_distance suffices
 };
 
-SoftModes make_modes(const SoftParams& params, int64_t channels) {
+template <typename T>
+SoftModes make_modes(const SoftParams& params, int64_t channels, const SoftTexture<T>& tex) {
   SoftModes m;
   m.channels = channels;
+  m.attr_channels = soft_attribute_channels(tex, channels);
   m.alpha_mode = params.aggr_alpha;
   m.softmax = channels > 0 && params.aggr_rgb == kSoftRgbSoftmax;
   m.hard_rgb = channels > 0 && params.aggr_rgb == kSoftRgbHard;
@@ -58,11 +64,6 @@ __device__ __forceinline__ bool alpha_settled(int alpha_mode, T a2, T a3) {
   if (alpha_mode == kSoftAlphaProd) return a3 > T(0);
   if (alpha_mode == kSoftAlphaSum) return a2 > T(1);
   return a2 > T(0);
-}
-
-template <typename T>
-__device__ __forceinline__ T interpolate(const T beta[3], const T* const a[3], int64_t ch) {
-  return beta[0] * a[0][ch] + beta[1] * a[1][ch] + beta[2] * a[2][ch];
 }
 
 template <typename T>
@@ -114,9 +115,9 @@ struct Stage {
 template <typename T>
 __global__ void __launch_bounds__(kTile * kTile)
     aggregate_tiles(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
-                    const T* background, int64_t num_vertices, int64_t num_triangles, SoftConstants<T> c,
-                    SoftModes modes, TileGrid grid, const int* offsets, const int32_t* entries, T* image, T* aux,
-                    int64_t* hard_ids) {
+                    const T* background, SoftTexture<T> tex, int64_t num_vertices, int64_t num_triangles,
+                    SoftConstants<T> c, SoftModes modes, TileGrid grid, const int* offsets, const int32_t* entries,
+                    T* image, T* aux, int64_t* hard_ids) {
   constexpr int kStage = Stage<T>::kCount;
   __shared__ SoftTriangle<T> staged[kStage];
   __shared__ int32_t staged_ids[kStage];
@@ -143,7 +144,8 @@ __global__ void __launch_bounds__(kTile * kTile)
   if (in_image)
     for (int64_t ch = 0; ch < channels; ++ch) px[ch] = background[ch];
   const SoftTriangle<T>* image_setups = setups + b * num_triangles;
-  const T* batch_attr = attributes + b * num_vertices * channels;
+  const int64_t attr_channels = modes.attr_channels;
+  const T* batch_attr = attributes + b * num_vertices * attr_channels;
   const T cut = soft_softmax_cut<T>();
   for (int begin = offsets[tile]; begin < offsets[tile + 1]; begin += kStage) {
     const int n = min(kStage, offsets[tile + 1] - begin);
@@ -175,9 +177,9 @@ __global__ void __launch_bounds__(kTile * kTile)
       }
       if (!softmax && !hard_rgb) continue;
       const int32_t f = staged_ids[k];
-      const T* corner[3] = {batch_attr + triangles[3 * int64_t(f)] * channels,
-                            batch_attr + triangles[3 * int64_t(f) + 1] * channels,
-                            batch_attr + triangles[3 * int64_t(f) + 2] * channels};
+      const T* corner[3] = {batch_attr + triangles[3 * int64_t(f)] * attr_channels,
+                            batch_attr + triangles[3 * int64_t(f) + 1] * attr_channels,
+                            batch_attr + triangles[3 * int64_t(f) + 2] * attr_channels};
       if (softmax) {
         // Online softmax: rescale the running sums when the maximum grows.
         const T v = s.z * c.inv_gamma;
@@ -192,15 +194,18 @@ __global__ void __launch_bounds__(kTile * kTile)
         if (u > T(0)) {
           T beta[3];
           soft_perspective_weights(tri, s, beta);
+          const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
           a1 += u;
-          for (int64_t ch = 0; ch < channels; ++ch) px[ch] += u * interpolate(beta, corner, ch);
+          for (int64_t ch = 0; ch < channels; ++ch)
+            px[ch] += u * soft_pair_color(tex, footprint, beta, corner, channels, ch);
         }
       } else if (s.inside && s.z >= a0) {  // hard rgb; ties go to the later triangle
         T beta[3];
         soft_perspective_weights(tri, s, beta);
+        const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
         a0 = s.z;
         best = f;
-        for (int64_t ch = 0; ch < channels; ++ch) px[ch] = interpolate(beta, corner, ch);
+        for (int64_t ch = 0; ch < channels; ++ch) px[ch] = soft_pair_color(tex, footprint, beta, corner, channels, ch);
       }
     }
     __syncthreads();
@@ -270,17 +275,65 @@ __global__ void background_total(const T* row_bg, int64_t rows, int64_t channels
   grad_background[ch] = sum;
 }
 
-// One thread per (batch item, triangle): the backward walk of soft_cpu.cpp, writing the
-// triangle's corner gradients [3, 3+C] and the vertex keys of its corners.
+// Textured: the number of texture-gradient records the walk of triangle_grads will write for each
+// (batch item, triangle), into counts[i]: the pairs on the colour path that the softmax does not
+// hide, with a finite uv and a non-zero image gradient (soft_pair_backward's condition).
 template <typename T>
-__global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
-                               int64_t batch, int64_t num_vertices, int64_t num_triangles, SoftConstants<T> c,
-                               SoftModes modes, const T* prep, const int64_t* hard_ids, const T* grad_image,
-                               T* corners, int64_t* keys) {
+__global__ void count_texture_records(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
+                                      SoftTexture<T> tex, int64_t batch, int64_t num_vertices, int64_t num_triangles,
+                                      SoftConstants<T> c, SoftModes modes, const T* prep, const int64_t* hard_ids,
+                                      const T* grad_image, int64_t* counts) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= batch * num_triangles) return;
   const int64_t b = i / num_triangles, f = i % num_triangles;
-  const int64_t channels = modes.channels, stride = channels + 1, corner_stride = 3 + channels;
+  const int64_t channels = modes.channels, stride = channels + 1, attr_channels = modes.attr_channels;
+  const int width = c.width, height = c.height;
+  counts[i] = 0;
+  const SoftTriangle<T> tri = setups[i];
+  if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
+  int64_t count = 0;
+  const T* batch_attr = attributes + b * num_vertices * attr_channels;
+  const T* corner[3] = {batch_attr + triangles[3 * f] * attr_channels,
+                        batch_attr + triangles[3 * f + 1] * attr_channels,
+                        batch_attr + triangles[3 * f + 2] * attr_channels};
+  const T vmax = tri.zmax * c.inv_gamma;
+  const int64_t image_offset = b * int64_t(height) * width;
+  for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
+    const T Y = soft_pixel_center<T>(iy, height, c.scale_y);
+    int lo, hi;
+    soft_row_span(tri, Y, c, lo, hi);
+    for (int ix = lo; ix <= hi; ++ix) {
+      const T X = soft_pixel_center<T>(ix, width, c.scale_x);
+      SoftSample<T> s;
+      if (!sample_pair(tri, X, Y, c, modes.lean, s)) continue;
+      const int64_t p = image_offset + int64_t(iy) * width + ix;
+      const T* pr = prep + p * 4;
+      const bool colour_path =
+          modes.softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (modes.hard_rgb && hard_ids[p] == f);
+      if (!colour_path || !(soft_color_exp(s, c, pr, modes.softmax) > T(0))) continue;
+      T beta[3];
+      soft_perspective_weights(tri, s, beta);
+      const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
+      count += soft_texture_record_wanted(footprint, grad_image + p * stride, channels);
+    }
+  }
+  counts[i] = count;
+}
+
+// One thread per (batch item, triangle): the backward walk of soft_cpu.cpp, writing the
+// triangle's corner gradients [3, 3+A] and the vertex keys of its corners, and, when textured,
+// its texture-gradient records into rows [record_offsets[i], record_offsets[i+1]) of records.
+template <typename T>
+__global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
+                               SoftTexture<T> tex, int64_t batch, int64_t num_vertices, int64_t num_triangles,
+                               SoftConstants<T> c, SoftModes modes, const T* prep, const int64_t* hard_ids,
+                               const T* grad_image, T* corners, int64_t* keys, const int64_t* record_offsets,
+                               T* records) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= batch * num_triangles) return;
+  const int64_t b = i / num_triangles, f = i % num_triangles;
+  const int64_t channels = modes.channels, stride = channels + 1, attr_channels = modes.attr_channels;
+  const int64_t corner_stride = 3 + attr_channels, record_size = 2 + channels;
   const bool softmax = modes.softmax, hard_rgb = modes.hard_rgb;
   const int alpha_mode = modes.alpha_mode;
   const int width = c.width, height = c.height;
@@ -289,10 +342,13 @@ __global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* tri
   for (int64_t k = 0; k < 3 * corner_stride; ++k) out[k] = T(0);
   const SoftTriangle<T> tri = setups[i];
   if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
-  const T* batch_attr = attributes + b * num_vertices * channels;
-  const T* corner[3] = {batch_attr + triangles[3 * f] * channels, batch_attr + triangles[3 * f + 1] * channels,
-                        batch_attr + triangles[3 * f + 2] * channels};
+  const T* batch_attr = attributes + b * num_vertices * attr_channels;
+  const T* corner[3] = {batch_attr + triangles[3 * f] * attr_channels,
+                        batch_attr + triangles[3 * f + 1] * attr_channels,
+                        batch_attr + triangles[3 * f + 2] * attr_channels};
   T* gattr[3] = {out + 3, out + corner_stride + 3, out + 2 * corner_stride + 3};
+  int64_t next_record = records ? record_offsets[i] : 0;
+  const int64_t record_end = records ? record_offsets[i + 1] : 0;
   T gp[3][2] = {{T(0), T(0)}, {T(0), T(0)}, {T(0), T(0)}};
   T giw[3] = {T(0), T(0), T(0)};
   const T vmax = tri.zmax * c.inv_gamma;
@@ -312,8 +368,10 @@ __global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* tri
       // (none, hidden by the softmax, or not the z-buffer winner).
       const bool colour_path = softmax ? vmax - pr[0] >= cut : (hard_rgb && hard_ids[p] == f);
       if (pr[3] == T(0) && !colour_path) continue;
-      soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd, grad_image + p * stride,
-                         corner, channels, gattr, giw, gp);
+      // count_texture_records sized this triangle's rows; the bound only guards memory.
+      T* record = next_record < record_end ? records + next_record * record_size : nullptr;
+      next_record += soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd,
+                                        grad_image + p * stride, corner, channels, tex, b, gattr, giw, gp, record);
     }
   }
   for (int k = 0; k < 3; ++k) {
@@ -327,11 +385,11 @@ __global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* tri
 
 template <typename T>
 cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* screen, const int64_t* triangles,
-                                        const T* attributes, const T* background, int64_t batch,
-                                        int64_t num_vertices, int64_t num_triangles, int64_t channels, T* image,
-                                        T* aux, int64_t* hard_ids, cudaStream_t stream) {
+                                        const T* attributes, const T* background, const SoftTexture<T>& texture,
+                                        int64_t batch, int64_t num_vertices, int64_t num_triangles, int64_t channels,
+                                        T* image, T* aux, int64_t* hard_ids, cudaStream_t stream) {
   const SoftConstants<T> c = make_soft_constants<T>(params);
-  const SoftModes modes = make_modes(params, channels);
+  const SoftModes modes = make_modes(params, channels, texture);
   const TileGrid grid{(params.width + kTile - 1) / kTile, (params.height + kTile - 1) / kTile, batch};
   const int64_t tiles = grid.count(), items = batch * num_triangles;
   if (tiles == 0) return cudaSuccess;
@@ -375,19 +433,20 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
                                                         offsets.get() + 1, 0, end_bit, stream));
   }
   aggregate_tiles<T><<<static_cast<unsigned>(tiles), dim3(kTile, kTile), 0, stream>>>(
-      setups.get(), triangles, attributes, background, num_vertices, num_triangles, c, modes, grid, offsets.get(),
-      sorted.get(), image, aux, hard_ids);
+      setups.get(), triangles, attributes, background, texture, num_vertices, num_triangles, c, modes, grid,
+      offsets.get(), sorted.get(), image, aux, hard_ids);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* screen, const int64_t* triangles,
-                                         const T* attributes, int64_t batch, int64_t num_vertices,
-                                         int64_t num_triangles, int64_t channels, const T* image, const T* aux,
-                                         const int64_t* hard_ids, const T* grad_image, T* grad_vertices,
-                                         T* grad_background, cudaStream_t stream) {
+                                         const T* attributes, const SoftTexture<T>& texture, int64_t batch,
+                                         int64_t num_vertices, int64_t num_triangles, int64_t channels, const T* image,
+                                         const T* aux, const int64_t* hard_ids, const T* grad_image, T* grad_vertices,
+                                         T* grad_background, const std::function<T*(int64_t)>& allocate_records,
+                                         int64_t* batch_offsets, cudaStream_t stream) {
   const SoftConstants<T> c = make_soft_constants<T>(params);
-  const SoftModes modes = make_modes(params, channels);
+  const SoftModes modes = make_modes(params, channels, texture);
   const int64_t rows = batch * params.height, total = rows * params.width;
   const int64_t items = batch * num_triangles;
   if (total == 0) {
@@ -409,7 +468,7 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
     DR_CUDA_TRY(cudaGetLastError());
   }
   if (items == 0) return cudaSuccess;
-  const int64_t corner_stride = 3 + channels;
+  const int64_t corner_stride = 3 + modes.attr_channels;
   Scratch<SoftTriangle<T>> setups(items, stream);
   Scratch<T> corners(items * 3 * corner_stride, stream);
   Scratch<int64_t> keys(3 * items, stream);
@@ -419,9 +478,35 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
   const TileGrid grid{0, 0, batch};
   setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(screen, triangles, num_vertices, num_triangles, c,
                                                                  grid, setups.get(), nullptr);
-  triangle_grads<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), triangles, attributes, batch,
-                                                                num_vertices, num_triangles, c, modes, prep.get(),
-                                                                hard_ids, grad_image, corners.get(), keys.get());
+  // Textured: count the records per triangle, then give each triangle its rows by a running sum.
+  Scratch<int64_t> record_offsets(texture.texels ? items + 1 : 0, stream);
+  T* records = nullptr;
+  if (texture.texels) {
+    Scratch<int64_t> counts(items + 1, stream);
+    DR_CUDA_TRY(counts.status());
+    DR_CUDA_TRY(record_offsets.status());
+    DR_CUDA_TRY(cudaMemsetAsync(counts.get() + items, 0, sizeof(int64_t), stream));
+    count_texture_records<T><<<blocks_for(items), kThreads, 0, stream>>>(
+        setups.get(), triangles, attributes, texture, batch, num_vertices, num_triangles, c, modes, prep.get(),
+        hard_ids, grad_image, counts.get());
+    DR_CUDA_TRY(cudaGetLastError());
+    size_t scan_bytes = 0;
+    DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts.get(), record_offsets.get(), items + 1,
+                                              stream));
+    Scratch<unsigned char> scan_temp(scan_bytes, stream);
+    DR_CUDA_TRY(scan_temp.status());
+    DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(scan_temp.get(), scan_bytes, counts.get(), record_offsets.get(),
+                                              items + 1, stream));
+    // Batch item b's records start at triangle b·F's offset: one strided copy of B+1 values.
+    DR_CUDA_TRY(cudaMemcpy2DAsync(batch_offsets, sizeof(int64_t), record_offsets.get(),
+                                  num_triangles * sizeof(int64_t), sizeof(int64_t), batch + 1,
+                                  cudaMemcpyDeviceToHost, stream));
+    DR_CUDA_TRY(cudaStreamSynchronize(stream));
+    records = allocate_records(batch_offsets[batch]);
+  }
+  triangle_grads<T><<<blocks_for(items), kThreads, 0, stream>>>(
+      setups.get(), triangles, attributes, texture, batch, num_vertices, num_triangles, c, modes, prep.get(), hard_ids,
+      grad_image, corners.get(), keys.get(), record_offsets.get(), records);
   DR_CUDA_TRY(cudaGetLastError());
   // Corners to vertices: stable sort by vertex, each vertex's corners summed in triangle order.
   return ordered_scatter_add(keys.get(), corners.get(), 3 * items, static_cast<int>(corner_stride),
@@ -430,11 +515,12 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
 
 #define DR_INSTANTIATE(T)                                                                                        \
   template cudaError_t soft_rasterize_forward_cuda<T>(const SoftParams&, const T*, const int64_t*, const T*,      \
-                                                      const T*, int64_t, int64_t, int64_t, int64_t, T*, T*,       \
-                                                      int64_t*, cudaStream_t);                                   \
-  template cudaError_t soft_rasterize_backward_cuda<T>(const SoftParams&, const T*, const int64_t*, const T*,     \
-                                                       int64_t, int64_t, int64_t, int64_t, const T*, const T*,    \
-                                                       const int64_t*, const T*, T*, T*, cudaStream_t);
+                                                      const T*, const SoftTexture<T>&, int64_t, int64_t, int64_t, \
+                                                      int64_t, T*, T*, int64_t*, cudaStream_t);                  \
+  template cudaError_t soft_rasterize_backward_cuda<T>(                                                          \
+      const SoftParams&, const T*, const int64_t*, const T*, const SoftTexture<T>&, int64_t, int64_t, int64_t,   \
+      int64_t, const T*, const T*, const int64_t*, const T*, T*, T*, const std::function<T*(int64_t)>&,           \
+      int64_t*, cudaStream_t);
 DR_INSTANTIATE(float)
 DR_INSTANTIATE(double)
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "common/host_device.h"
+#include "soft/soft_color_math.h"
 
 #include <math.h>
 
@@ -427,52 +428,58 @@ HOST_DEVICE void soft_geometry_backward(const SoftTriangle<T>& tri, const SoftSa
   }
 }
 
+// e^{z/γ - m} of a pair against the pixel's final softmax maximum m = pr[0] (1 without the
+// softmax), and 0 when the softmax makes the pair vanish: the pair has a colour gradient iff e > 0.
+template <typename T>
+HOST_DEVICE T soft_color_exp(const SoftSample<T>& s, const SoftConstants<T>& c, const T* pr, bool softmax) {
+  const T shifted = s.z * c.inv_gamma - pr[0];
+  return !softmax ? T(1) : (shifted < soft_softmax_cut<T>() ? T(0) : exp(shifted));
+}
+
 // The gradient one (pixel, triangle) pair sends back, recomputed from the pixel's saved
 // aggregates pr = {softmax max m, 1/denominator, g·I, alpha coefficient}. Accumulates the corner
-// attribute gradients gattr[k][0..C), the inverse-w gradients giw[k] and the 2-D position
-// gradients gp[k]. colour_path: this triangle can affect the pixel's colour.
+// attribute gradients gattr[k][0..attribute channels), the inverse-w gradients giw[k] and the 2-D
+// position gradients gp[k]. colour_path: this triangle can affect the pixel's colour; g: the
+// pixel's image gradient; batch_item picks the texture image. Returns whether it wrote a texture
+// gradient record (see soft_color_backward) to record (may be null).
 template <typename T>
-HOST_DEVICE void soft_pair_backward(const SoftTriangle<T>& tri, const SoftSample<T>& s, const SoftConstants<T>& c,
+HOST_DEVICE bool soft_pair_backward(const SoftTriangle<T>& tri, const SoftSample<T>& s, const SoftConstants<T>& c,
                                     const T* pr, bool colour_path, bool softmax, bool alpha_prod, const T* g,
-                                    const T* const corner[3], int64_t channels, T* const gattr[3], T giw[3],
-                                    T gp[3][2]) {
+                                    const T* const corner[3], int64_t channels, const SoftTexture<T>& tex,
+                                    int64_t batch_item, T* const gattr[3], T giw[3], T gp[3][2], T* record) {
   T D, q;
   const bool saturated = soft_coverage(s, c, D, q);
-  if (saturated && !colour_path) return;
+  if (saturated && !colour_path) return false;
   T gs = T(0);  // dL/ds, s = δd²/σ
   if (!saturated) gs = pr[3] * (alpha_prod ? D : D * q);
-  bool has_gl = false;
+  bool has_gl = false, recorded = false;
   T Q[3] = {T(0), T(0), T(0)};
   if (colour_path) {
-    const T shifted = s.z * c.inv_gamma - pr[0];
-    const T e = !softmax ? T(1) : (shifted < soft_softmax_cut<T>() ? T(0) : exp(shifted));
+    const T e = soft_color_exp(s, c, pr, softmax);
     if (e > T(0)) {
       const T w = softmax ? D * e * pr[1] : T(1);
-      T beta[3], ga[3];
+      T beta[3], ga[3], gC;
       soft_perspective_weights(tri, s, beta);
-      for (int k = 0; k < 3; ++k) {
-        T dot = T(0);
-        for (int64_t ch = 0; ch < channels; ++ch) dot += g[ch] * corner[k][ch];
-        ga[k] = dot;
-        const T f_attr = beta[k] * w;
-        for (int64_t ch = 0; ch < channels; ++ch) gattr[k][ch] += f_attr * g[ch];
-      }
-      const T gC = beta[0] * ga[0] + beta[1] * ga[1] + beta[2] * ga[2];
+      const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, batch_item, channels, beta, corner);
+      recorded = soft_color_backward(tex, footprint, beta, corner, channels, g, w, gattr, ga, gC, record);
+      // dL/dβ_k = w·ga[k]; through the normalisation β_k = λ_k iw_k / iw only their deviation from
+      // the β-weighted mean counts (for untextured colours that mean is gC itself).
+      const T ga_mean = beta[0] * ga[0] + beta[1] * ga[1] + beta[2] * ga[2];
       T gz = T(0);
       if (softmax) {
         const T coef = gC - pr[2];
         if (!saturated) gs += coef * e * pr[1] * D * q;
         gz = coef * w * c.inv_gamma;
       }
-      // C = Σ β_k a_k with β_k = λ_k iw_k / iw, z = (iw - 1/far)/range, iw = Σ λ_k iw_k:
+      // C = C(Σ β_k a_k) with β_k = λ_k iw_k / iw, z = (iw - 1/far)/range, iw = Σ λ_k iw_k:
       // dL/dλ_k = iw_k Q_k and dL/d(iw_k) = λ_k Q_k.
       const T inv_iw = T(1) / s.iw;
-      for (int k = 0; k < 3; ++k) Q[k] = w * (ga[k] - gC) * inv_iw + gz * c.inv_range;
+      for (int k = 0; k < 3; ++k) Q[k] = w * (ga[k] - ga_mean) * inv_iw + gz * c.inv_range;
       has_gl = true;
     }
   }
   const T gd2 = saturated ? T(0) : gs * (s.inside ? c.inv_sigma : -c.inv_sigma);
-  if (gd2 == T(0) && !has_gl) return;
+  if (gd2 == T(0) && !has_gl) return recorded;
   T gl[3] = {T(0), T(0), T(0)};
   if (has_gl) {
     for (int k = 0; k < 3; ++k) {
@@ -481,6 +488,7 @@ HOST_DEVICE void soft_pair_backward(const SoftTriangle<T>& tri, const SoftSample
     }
   }
   soft_geometry_backward(tri, s, c, gd2, has_gl, gl, gp);
+  return recorded;
 }
 
 }  // namespace diffrender

@@ -3,8 +3,10 @@
 
 #include "common/checks.h"
 #include "common/device.h"
+#include "texture/texture.h"
 
 #include <cmath>
+#include <functional>
 
 #ifdef WITH_CUDA
 #include "soft/soft_cuda.h"
@@ -30,10 +32,10 @@ void check_positive(double value, const char* name) {
                     value);
 }
 
-// screen_vertices [B,V,3], triangles, attributes [B,V,C] and background [C]: shapes, dtypes,
+// screen_vertices [B,V,3], triangles, attributes [B,V,A] and background [channels]: shapes, dtypes,
 // devices and every triangle index, before any kernel reads memory.
 void check_inputs(const at::Tensor& screen, const at::Tensor& triangles, const at::Tensor& attributes,
-                  const at::Tensor& background) {
+                  const at::Tensor& background, int64_t channels) {
   check_float_tensor(screen, "screen_vertices", 3);
   TORCH_CHECK_VALUE(screen.size(2) == 3, "screen_vertices must have shape [B,V,3] (x/w, y/w, 1/w), got ",
                     screen.sizes());
@@ -42,14 +44,179 @@ void check_inputs(const at::Tensor& screen, const at::Tensor& triangles, const a
                     "attributes must have shape [B,V,C] matching screen_vertices ", screen.sizes(),
                     ", got ", attributes.sizes());
   check_same_device_dtype(screen, attributes, "screen_vertices", "attributes");
-  TORCH_CHECK_VALUE(background.dim() == 1 && background.size(0) == attributes.size(2),
-                    "background must have shape [C] = [", attributes.size(2), "], got ",
-                    background.sizes());
+  TORCH_CHECK_VALUE(background.dim() == 1 && background.size(0) == channels,
+                    "background must have shape [C] = [", channels, "], got ", background.sizes());
   check_same_device_dtype(screen, background, "screen_vertices", "background");
   TORCH_CHECK_VALUE(screen.device() == triangles.device(),
                     "screen_vertices and triangles must be on the same device");
   check_triangles(triangles, screen.size(1));
   TORCH_CHECK_VALUE(triangles.size(0) < (int64_t(1) << 31), "at most 2^31 - 1 triangles are supported");
+}
+
+constexpr int64_t kMaxTextureSide = 32768;
+
+// texture [Bt,Ht,Wt,C] against screen_vertices [B,V,3] and attributes [B,V,2+2C].
+SoftTextureInput check_texture(const at::Tensor& texture, const std::string& boundary, const at::Tensor& screen,
+                               const at::Tensor& attributes) {
+  const bool wrap = parse_choice(boundary, "texture_boundary", {{"wrap", 1}, {"clamp", 0}}) == 1;
+  check_float_tensor(texture, "texture", 4);
+  check_same_device_dtype(screen, texture, "screen_vertices", "texture");
+  TORCH_CHECK_VALUE(texture.size(0) == 1 || texture.size(0) == screen.size(0), "texture must have shape [Bt,Ht,Wt,C] ",
+                    "with Bt = 1 or B = ", screen.size(0), ", got ", texture.sizes());
+  TORCH_CHECK_VALUE(texture.size(1) >= 1 && texture.size(2) >= 1 && texture.size(1) <= kMaxTextureSide &&
+                        texture.size(2) <= kMaxTextureSide && texture.size(3) >= 1 && texture.size(3) <= 4096,
+                    "texture must be between 1x1 and ", kMaxTextureSide, "x", kMaxTextureSide,
+                    " texels with 1 to 4096 channels, got ", texture.sizes());
+  const int64_t channels = texture.size(3);
+  TORCH_CHECK_VALUE(attributes.dim() == 3 && attributes.size(2) == 2 + 2 * channels,
+                    "a textured soft rasterization needs attributes [B,V,2+2C] = (u, v, scale[C], offset[C]) for a ",
+                    channels, "-channel texture, got ", attributes.sizes());
+  return {texture.contiguous(), wrap};
+}
+
+int64_t color_channels(const at::Tensor& attributes, const SoftTextureInput& texture) {
+  return texture.texels.defined() ? texture.texels.size(3) : attributes.size(2);
+}
+
+std::vector<at::Tensor> forward(const at::Tensor& screen_vertices, const at::Tensor& triangles,
+                                const at::Tensor& attributes, const at::Tensor& background,
+                                const SoftTextureInput& texture, const SoftParams& params) {
+  const int64_t channels = color_channels(attributes, texture);
+  check_inputs(screen_vertices, triangles, attributes, background, channels);
+  const bool cuda = on_cuda(screen_vertices, "soft_rasterize");
+  const auto screen = screen_vertices.contiguous();
+  const auto tris = triangles.contiguous();
+  const auto attrs = attributes.contiguous();
+  const auto bg = background.contiguous();
+  const int64_t batch = screen.size(0), height = params.height, width = params.width;
+  auto image = at::empty({batch, height, width, channels + 1}, screen.options());
+  auto aux = at::empty({batch, height, width, kSoftAuxChannels}, screen.options());
+  const bool hard = channels > 0 && params.aggr_rgb == kSoftRgbHard;
+  auto hard_ids = hard ? at::empty({batch, height, width}, screen.options().dtype(at::kLong))
+                       : at::empty({0}, screen.options().dtype(at::kLong));
+  if (!cuda) {
+    soft_rasterize_forward_cpu(params, screen, tris, attrs, bg, texture, image, aux, hard_ids);
+    return {image, aux, hard_ids};
+  }
+#ifdef WITH_CUDA
+  const c10::cuda::CUDAGuard guard(screen.device());
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_forward_cuda", [&] {
+    check_cuda(soft_rasterize_forward_cuda<scalar_t>(
+                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
+                   bg.data_ptr<scalar_t>(), texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels,
+                   image.data_ptr<scalar_t>(), aux.data_ptr<scalar_t>(), hard ? hard_ids.data_ptr<int64_t>() : nullptr,
+                   current_stream()),
+               "soft_rasterize");
+  });
+#endif
+  return {image, aux, hard_ids};
+}
+
+// d(loss)/d(texture) from the backward's records: each texture image through the texture op's own
+// deterministic bilinear backward, with the records as its pixels (in record order).
+at::Tensor texture_gradient(const SoftTextureInput& texture, const SoftTextureRecords& records) {
+  const at::Tensor& texels = texture.texels;
+  auto grad = at::zeros_like(texels);
+  const int64_t images = texels.size(0), channels = texels.size(3);
+  const int64_t batch = static_cast<int64_t>(records.batch_offsets.size()) - 1;
+  for (int64_t image = 0; image < images; ++image) {
+    // A shared texture takes every batch item's records.
+    const int64_t first = records.batch_offsets[images == 1 ? 0 : image];
+    const int64_t last = records.batch_offsets[images == 1 ? batch : image + 1];
+    if (last == first) continue;
+    const auto rows = records.rows.narrow(0, first, last - first);
+    const auto uv = rows.narrow(1, 0, 2).reshape({1, last - first, 1, 2});
+    const auto grad_albedo = rows.narrow(1, 2, channels).reshape({1, last - first, 1, channels});
+    const auto grads = texture_sample_backward(grad_albedo, texels[image].reshape({-1}),
+                                               {texels.size(1), texels.size(2)}, 1, channels, uv, c10::nullopt,
+                                               "bilinear", texture.wrap ? "wrap" : "clamp",
+                                               /*want_grad_levels=*/true, /*want_grad_uv=*/false);
+    grad[image].copy_(grads[0].view({texels.size(1), texels.size(2), channels}));
+  }
+  return grad;
+}
+
+// {d/d screen_vertices, d/d attributes, d/d background} and, when textured, d/d texture.
+std::vector<at::Tensor> backward(const at::Tensor& screen_vertices, const at::Tensor& triangles,
+                                 const at::Tensor& attributes, const at::Tensor& background,
+                                 const SoftTextureInput& texture, const at::Tensor& image, const at::Tensor& aux,
+                                 const at::Tensor& hard_ids, const at::Tensor& grad_image, double sigma,
+                                 double gamma, double dist_eps, double eps, double near, double far,
+                                 const std::string& aggr_rgb, const std::string& aggr_alpha,
+                                 const std::string& dist_func, bool cull_backfaces) {
+  const int64_t channels = color_channels(attributes, texture);
+  check_inputs(screen_vertices, triangles, attributes, background, channels);
+  const bool cuda = on_cuda(screen_vertices, "soft_rasterize");
+  TORCH_CHECK_VALUE(image.dim() == 4 && image.size(0) == screen_vertices.size(0) && image.size(3) == channels + 1,
+                    "image must have shape [B,H,W,C+1], got ", image.sizes());
+  const int64_t batch = image.size(0), height = image.size(1), width = image.size(2);
+  const SoftParams params = make_soft_params(sigma, gamma, dist_eps, eps, near, far, aggr_rgb, aggr_alpha,
+                                             dist_func, cull_backfaces, width, height);
+  check_same_device_dtype(screen_vertices, image, "screen_vertices", "image");
+  check_same_device_dtype(screen_vertices, aux, "screen_vertices", "aux");
+  check_same_device_dtype(screen_vertices, grad_image, "screen_vertices", "grad_image");
+  TORCH_CHECK_VALUE(grad_image.sizes() == image.sizes(), "grad_image must have the image's shape ",
+                    image.sizes(), ", got ", grad_image.sizes());
+  TORCH_CHECK_VALUE(aux.sizes() == at::IntArrayRef({batch, height, width, kSoftAuxChannels}),
+                    "aux must have shape [B,H,W,", kSoftAuxChannels, "], got ", aux.sizes());
+  const bool hard = channels > 0 && params.aggr_rgb == kSoftRgbHard;
+  if (hard) {
+    TORCH_CHECK_VALUE(hard_ids.scalar_type() == at::kLong &&
+                          hard_ids.sizes() == at::IntArrayRef({batch, height, width}),
+                      "hard_ids must be int64 [B,H,W] for aggr_func_rgb 'hard'");
+    TORCH_CHECK_VALUE(hard_ids.device() == screen_vertices.device(),
+                      "screen_vertices and hard_ids must be on the same device");
+    if (hard_ids.numel() > 0) {
+      const auto [lo, hi] = at::aminmax(hard_ids);
+      TORCH_CHECK_INDEX(lo.item<int64_t>() >= -1 && hi.item<int64_t>() < triangles.size(0),
+                        "hard_ids out of range");
+    }
+  }
+  const auto screen = screen_vertices.contiguous();
+  const auto tris = triangles.contiguous();
+  const auto attrs = attributes.contiguous();
+  const int64_t attr_channels = attrs.size(2);
+  const auto split = [&](const at::Tensor& grad_vertices, const at::Tensor& grad_background,
+                         const SoftTextureRecords& records) -> std::vector<at::Tensor> {
+    std::vector<at::Tensor> grads = {grad_vertices.narrow(2, 0, 3).contiguous(),
+                                     grad_vertices.narrow(2, 3, attr_channels).contiguous(), grad_background};
+    if (texture.texels.defined()) grads.push_back(texture_gradient(texture, records));
+    return grads;
+  };
+  SoftTextureRecords records;
+  if (!cuda) {
+    auto grad_vertices = at::empty({batch, screen.size(1), 3 + attr_channels}, screen.options());
+    auto grad_background = at::empty({channels}, screen.options());
+    soft_rasterize_backward_cpu(params, screen, tris, attrs, texture, image.contiguous(), aux.contiguous(),
+                                hard ? hard_ids.contiguous() : hard_ids, grad_image.contiguous(), grad_vertices,
+                                grad_background, records);
+    return split(grad_vertices, grad_background, records);
+  }
+  // The CUDA kernels scatter into zeroed vertex gradients.
+  auto grad_vertices = at::zeros({batch, screen.size(1), 3 + attr_channels}, screen.options());
+  auto grad_background = at::empty({channels}, screen.options());
+#ifdef WITH_CUDA
+  TORCH_CHECK_VALUE(3 * batch * tris.size(0) < (int64_t(1) << 31),
+                    "soft_rasterize backward on CUDA supports at most 2^31 - 1 triangle corners (B*F*3)");
+  const c10::cuda::CUDAGuard guard(screen.device());
+  const auto img = image.contiguous(), saved = aux.contiguous(), grad = grad_image.contiguous();
+  const auto ids = hard ? hard_ids.contiguous() : hard_ids;
+  records.batch_offsets.assign(batch + 1, 0);
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_backward_cuda", [&] {
+    const std::function<scalar_t*(int64_t)> allocate_records = [&](int64_t count) {
+      records.rows = at::empty({count, 2 + channels}, screen.options());
+      return records.rows.data_ptr<scalar_t>();
+    };
+    check_cuda(soft_rasterize_backward_cuda<scalar_t>(
+                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
+                   texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels, img.data_ptr<scalar_t>(),
+                   saved.data_ptr<scalar_t>(), hard ? ids.data_ptr<int64_t>() : nullptr, grad.data_ptr<scalar_t>(),
+                   grad_vertices.data_ptr<scalar_t>(), grad_background.data_ptr<scalar_t>(), allocate_records,
+                   records.batch_offsets.data(), current_stream()),
+               "soft_rasterize backward");
+  });
+#endif
+  return split(grad_vertices, grad_background, records);
 }
 
 }  // namespace
@@ -94,34 +261,20 @@ std::vector<at::Tensor> soft_rasterize_forward(const at::Tensor& screen_vertices
                                                int64_t width, int64_t height) {
   const SoftParams params = make_soft_params(sigma, gamma, dist_eps, eps, near, far, aggr_rgb, aggr_alpha,
                                              dist_func, cull_backfaces, width, height);
-  check_inputs(screen_vertices, triangles, attributes, background);
-  const bool cuda = on_cuda(screen_vertices, "soft_rasterize");
-  const auto screen = screen_vertices.contiguous();
-  const auto tris = triangles.contiguous();
-  const auto attrs = attributes.contiguous();
-  const auto bg = background.contiguous();
-  const int64_t batch = screen.size(0), channels = attrs.size(2);
-  auto image = at::empty({batch, height, width, channels + 1}, screen.options());
-  auto aux = at::empty({batch, height, width, kSoftAuxChannels}, screen.options());
-  const bool hard = channels > 0 && params.aggr_rgb == kSoftRgbHard;
-  auto hard_ids = hard ? at::empty({batch, height, width}, screen.options().dtype(at::kLong))
-                       : at::empty({0}, screen.options().dtype(at::kLong));
-  if (!cuda) {
-    soft_rasterize_forward_cpu(params, screen, tris, attrs, bg, image, aux, hard_ids);
-    return {image, aux, hard_ids};
-  }
-#ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(screen.device());
-  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_forward_cuda", [&] {
-    check_cuda(soft_rasterize_forward_cuda<scalar_t>(
-                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
-                   bg.data_ptr<scalar_t>(), batch, screen.size(1), tris.size(0), channels,
-                   image.data_ptr<scalar_t>(), aux.data_ptr<scalar_t>(),
-                   hard ? hard_ids.data_ptr<int64_t>() : nullptr, current_stream()),
-               "soft_rasterize");
-  });
-#endif
-  return {image, aux, hard_ids};
+  return forward(screen_vertices, triangles, attributes, background, {}, params);
+}
+
+std::vector<at::Tensor> soft_rasterize_textured_forward(
+    const at::Tensor& screen_vertices, const at::Tensor& triangles, const at::Tensor& attributes,
+    const at::Tensor& background, const at::Tensor& texture, const std::string& texture_boundary, double sigma,
+    double gamma, double dist_eps, double eps, double near, double far, const std::string& aggr_rgb,
+    const std::string& aggr_alpha, const std::string& dist_func, bool cull_backfaces, int64_t width,
+    int64_t height) {
+  const SoftParams params = make_soft_params(sigma, gamma, dist_eps, eps, near, far, aggr_rgb, aggr_alpha,
+                                             dist_func, cull_backfaces, width, height);
+  check_float_tensor(screen_vertices, "screen_vertices", 3);
+  const SoftTextureInput tex = check_texture(texture, texture_boundary, screen_vertices, attributes);
+  return forward(screen_vertices, triangles, attributes, background, tex, params);
 }
 
 std::vector<at::Tensor> soft_rasterize_backward(
@@ -130,69 +283,21 @@ std::vector<at::Tensor> soft_rasterize_backward(
     const at::Tensor& hard_ids, const at::Tensor& grad_image, double sigma, double gamma,
     double dist_eps, double eps, double near, double far, const std::string& aggr_rgb,
     const std::string& aggr_alpha, const std::string& dist_func, bool cull_backfaces) {
-  check_inputs(screen_vertices, triangles, attributes, background);
-  const bool cuda = on_cuda(screen_vertices, "soft_rasterize");
-  TORCH_CHECK_VALUE(image.dim() == 4 && image.size(0) == screen_vertices.size(0) &&
-                        image.size(3) == attributes.size(2) + 1,
-                    "image must have shape [B,H,W,C+1], got ", image.sizes());
-  const int64_t batch = image.size(0), height = image.size(1), width = image.size(2);
-  const SoftParams params = make_soft_params(sigma, gamma, dist_eps, eps, near, far, aggr_rgb, aggr_alpha,
-                                             dist_func, cull_backfaces, width, height);
-  check_same_device_dtype(screen_vertices, image, "screen_vertices", "image");
-  check_same_device_dtype(screen_vertices, aux, "screen_vertices", "aux");
-  check_same_device_dtype(screen_vertices, grad_image, "screen_vertices", "grad_image");
-  TORCH_CHECK_VALUE(grad_image.sizes() == image.sizes(), "grad_image must have the image's shape ",
-                    image.sizes(), ", got ", grad_image.sizes());
-  TORCH_CHECK_VALUE(aux.sizes() == at::IntArrayRef({batch, height, width, kSoftAuxChannels}),
-                    "aux must have shape [B,H,W,", kSoftAuxChannels, "], got ", aux.sizes());
-  const bool hard = attributes.size(2) > 0 && params.aggr_rgb == kSoftRgbHard;
-  if (hard) {
-    TORCH_CHECK_VALUE(hard_ids.scalar_type() == at::kLong &&
-                          hard_ids.sizes() == at::IntArrayRef({batch, height, width}),
-                      "hard_ids must be int64 [B,H,W] for aggr_func_rgb 'hard'");
-    TORCH_CHECK_VALUE(hard_ids.device() == screen_vertices.device(),
-                      "screen_vertices and hard_ids must be on the same device");
-    if (hard_ids.numel() > 0) {
-      const auto [lo, hi] = at::aminmax(hard_ids);
-      TORCH_CHECK_INDEX(lo.item<int64_t>() >= -1 && hi.item<int64_t>() < triangles.size(0),
-                        "hard_ids out of range");
-    }
-  }
-  const auto screen = screen_vertices.contiguous();
-  const auto tris = triangles.contiguous();
-  const auto attrs = attributes.contiguous();
-  const int64_t channels = attrs.size(2);
-  if (!cuda) {
-    auto grad_vertices = at::empty({batch, screen.size(1), 3 + channels}, screen.options());
-    auto grad_background = at::empty({channels}, screen.options());
-    soft_rasterize_backward_cpu(params, screen, tris, attrs, background.contiguous(), image.contiguous(),
-                                aux.contiguous(), hard ? hard_ids.contiguous() : hard_ids,
-                                grad_image.contiguous(), grad_vertices, grad_background);
-    auto grad_screen = grad_vertices.narrow(2, 0, 3).contiguous();
-    auto grad_attributes = grad_vertices.narrow(2, 3, channels).contiguous();
-    return {grad_screen, grad_attributes, grad_background};
-  }
-  // The CUDA kernels scatter into zeroed vertex gradients.
-  auto grad_vertices = at::zeros({batch, screen.size(1), 3 + channels}, screen.options());
-  auto grad_background = at::empty({channels}, screen.options());
-#ifdef WITH_CUDA
-  TORCH_CHECK_VALUE(3 * batch * tris.size(0) < (int64_t(1) << 31),
-                    "soft_rasterize backward on CUDA supports at most 2^31 - 1 triangle corners (B*F*3)");
-  const c10::cuda::CUDAGuard guard(screen.device());
-  const auto img = image.contiguous(), saved = aux.contiguous(), grad = grad_image.contiguous();
-  const auto ids = hard ? hard_ids.contiguous() : hard_ids;
-  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_backward_cuda", [&] {
-    check_cuda(soft_rasterize_backward_cuda<scalar_t>(
-                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(), batch,
-                   screen.size(1), tris.size(0), channels, img.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
-                   hard ? ids.data_ptr<int64_t>() : nullptr, grad.data_ptr<scalar_t>(),
-                   grad_vertices.data_ptr<scalar_t>(), grad_background.data_ptr<scalar_t>(), current_stream()),
-               "soft_rasterize backward");
-  });
-#endif
-  auto grad_screen = grad_vertices.narrow(2, 0, 3).contiguous();
-  auto grad_attributes = grad_vertices.narrow(2, 3, channels).contiguous();
-  return {grad_screen, grad_attributes, grad_background};
+  return backward(screen_vertices, triangles, attributes, background, {}, image, aux, hard_ids, grad_image, sigma,
+                  gamma, dist_eps, eps, near, far, aggr_rgb, aggr_alpha, dist_func, cull_backfaces);
+}
+
+std::vector<at::Tensor> soft_rasterize_textured_backward(
+    const at::Tensor& screen_vertices, const at::Tensor& triangles, const at::Tensor& attributes,
+    const at::Tensor& background, const at::Tensor& texture, const std::string& texture_boundary,
+    const at::Tensor& image, const at::Tensor& aux, const at::Tensor& hard_ids, const at::Tensor& grad_image,
+    double sigma, double gamma, double dist_eps, double eps, double near, double far,
+    const std::string& aggr_rgb, const std::string& aggr_alpha, const std::string& dist_func,
+    bool cull_backfaces) {
+  check_float_tensor(screen_vertices, "screen_vertices", 3);
+  const SoftTextureInput tex = check_texture(texture, texture_boundary, screen_vertices, attributes);
+  return backward(screen_vertices, triangles, attributes, background, tex, image, aux, hard_ids, grad_image, sigma,
+                  gamma, dist_eps, eps, near, far, aggr_rgb, aggr_alpha, dist_func, cull_backfaces);
 }
 
 }  // namespace diffrender

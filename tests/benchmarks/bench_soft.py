@@ -1,5 +1,6 @@
-"""Times the soft rasterizer (SoftRas): silhouettes and Phong-shaded RGB, forward and
-forward + backward, over meshes, image sizes, σ and thread counts, against PyTorch3D's CPU figures.
+"""Times the soft rasterizer (SoftRas): silhouettes, Phong-shaded RGB and Phong shading of a 256²
+texture (spherical uvs), forward and forward + backward, over meshes, image sizes, σ and thread
+counts, against PyTorch3D's CPU figures.
 
     python tests/benchmarks/bench_soft.py [--quick] [--json out/bench_soft.json]
 
@@ -8,6 +9,7 @@ A script, not a test: pytest collects nothing here.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 
 import torch
@@ -32,10 +34,23 @@ def pytorch3d_reference(mesh: str, mode: str, size: int, work: str):
     return PYTORCH3D_CPU_MS.get((key, mode, size, work))
 
 
+def spherical_uvs(vertices):
+    """[V,2] longitude/latitude uvs about the mesh's centre."""
+    centred = vertices - vertices.mean(0)
+    x, y, z = centred.unbind(-1)
+    u = torch.atan2(z, x) / (2 * math.pi) + 0.5
+    v = torch.asin((y / centred.norm(dim=-1).clamp_min(1e-12)).clamp(-1, 1)) / math.pi + 0.5
+    return torch.stack([u, v], dim=-1)
+
+
 def make_run(mode: str, work: str, vertices, faces, cam, size: int, sigma: float):
     """A closure that renders once (and back-propagates a fixed random image gradient)."""
     leaf = vertices[None].clone().requires_grad_(True)
     colors = torch.full_like(leaf, 0.8).requires_grad_(True)
+    textured = {}
+    if mode == "textured":
+        texture = torch.rand(256, 256, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        textured = dict(uvs=spherical_uvs(vertices).requires_grad_(True), texture=texture)
     matrices = cam.matrices(1.0)
     channels = 1 if mode == "silhouette" else 4
     grad = torch.randn(1, size, size, channels, generator=torch.Generator().manual_seed(0))
@@ -50,7 +65,7 @@ def make_run(mode: str, work: str, vertices, faces, cam, size: int, sigma: float
         else:
             image = soft.render(leaf, faces, colors, cam.eye, cam.lookat, cam.up, lights, intensities, size, size,
                                 sigma_val=sigma, gamma_val=1e-4, fov_y=cam.fov_y, near_clip=cam.near,
-                                far_clip=cam.far)
+                                far_clip=cam.far, **textured)
         if work == "forward+backward":
             image.backward(grad)
         return image
@@ -68,7 +83,7 @@ def main():
     sizes = [128, 256] if args.quick else [64, 128, 256, 512]
     sigmas = [1e-4] if args.quick else [1e-4, 1e-5]
     thread_counts = [1, 2]
-    modes = ("silhouette", "phong")
+    modes = ("silhouette", "phong", "textured")
     previous_threads = torch.get_num_threads()
     results, rows = [], []
     try:
