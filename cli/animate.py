@@ -18,14 +18,14 @@ from diffrender import video
 from diffrender.animation import (WHITE, FitFolderError, load_fit, replay_frames, turntable_azimuths,
                                   turntable_cameras, turntable_frames)
 from diffrender.images import OutputError
-from diffrender.mesh import load_mesh
 from diffrender.video import VideoError, VideoWriter
 
 from .errors import CliError, bad_argument, one_line_errors
 from .render import build_renderer
 from .scene import (AmbientOption, BackgroundOption, ColorOption, DeviceOption, FovOption, GammaOption, LightOption,
-                    Look, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption, parse_color,
-                    parse_light, parse_size, resolve_device)
+                    Look, NoTextureOption, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption,
+                    TextureFilterOption, load_mesh_reporting_warnings, parse_color, parse_light, parse_size,
+                    resolve_device)
 
 HELP = ("Animate a mesh on a turntable, or replay a fit next to its targets, as MP4, GIF or PNG frames.\n\n"
         "Frame k of a turntable looks from azimuth + degrees·k/frames. A fit folder replays one frame per saved "
@@ -109,6 +109,8 @@ def animate(
     sigma: SigmaOption = 1e-4,
     gamma: GammaOption = 1e-4,
     device: DeviceOption = "auto",
+    no_texture: NoTextureOption = False,
+    texture_filter: TextureFilterOption = None,
 ):
     """The `animate` command; its help text is :data:`HELP`."""
     kind = _check_output(output, fps)
@@ -122,10 +124,10 @@ def animate(
         raise bad_argument(f"--distance must be positive, got {distance:g}")
     if not 0 < fov < 180:
         raise bad_argument(f"--fov must lie in (0, 180) degrees, got {fov:g}")
-    chosen = build_renderer(renderer, sigma, gamma)
+    chosen = build_renderer(renderer, sigma, gamma, texture_filter=texture_filter)
     target_device = resolve_device(device)
     look = Look(lights=light, ambient=ambient, color=color, background=background, specular=specular,
-                shininess=shininess)
+                shininess=shininess, texture=not no_texture)
     # Parse the look now, so that a bad value fails before any frame (and the progress bar) appears.
     backdrop = parse_color(background, "--background") if background is not None else None
     look.material(1)
@@ -143,11 +145,12 @@ def animate(
         height, width = replay.num_views * replay.image_size[0], 2 * replay.image_size[1]
         count = replay.num_states
         override = look.vertex_colors(replay.final_mesh()) if color is not None else None
-        batches = replay_frames(replay, chosen, look, backdrop or WHITE, override, target_device)
+        shown_replay = replay if look.texture else replay.without_texture()
+        batches = replay_frames(shown_replay, chosen, look, backdrop or WHITE, override, target_device)
         shown = f"{replay.num_states} fit states × {replay.num_views} views"
     else:
         height, width = parse_size(size)
-        subject = replay.final_mesh() if replay is not None else load_mesh(mesh)
+        subject = look.surface(replay.final_mesh() if replay is not None else load_mesh_reporting_warnings(mesh))
         cameras = turntable_cameras(subject.vertices, turntable_azimuths(frames, degrees, azimuth), elevation,
                                     (height, width), fov, distance)
         count = frames

@@ -34,7 +34,7 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
 
 
 app.command(help="Render a mesh (a file trimesh reads, or sphere/cube/teapot) to an RGBA PNG.")(render)
-app.command(help="Fit a mesh's shape, pose, camera or colours to target images (PNG/JPEG or synthetic).")(fit)
+app.command(help="Fit a mesh's shape, pose, camera, colours or texture to target images (PNG/JPEG or synthetic).")(fit)
 app.command(help=ANIMATE_HELP)(animate)
 
 

@@ -11,7 +11,8 @@ the key it sets. ``views.N.KEY`` addresses the N-th ``[[views]]`` (N = the count
 Beyond the keys of issue 4's schema, the dataclasses below also accept: ``background``,
 ``threshold`` and ``strict`` (targets without alpha, and resizing); ``threads``; ``init.euler``,
 ``init.translation``, ``init.color`` and ``init.normals`` (the starting pose and look);
-``optimize.camera`` and ``optimize.pose`` (which parts of those to fit); ``optimize.lr_final``,
+``optimize.camera`` and ``optimize.pose`` (which parts of those to fit); ``optimize.texture_size``,
+``optimize.texture_init``, ``texture_filter`` and ``loss.texture_tv`` (texture fits); ``optimize.lr_final``,
 ``optimize.anneal_start`` and ``soft.sigma_final`` (the end-of-fit anneal); and
 ``synthetic.translation``. ``image_size`` is ``[height, width]``.
 """
@@ -25,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from diffrender.fit import CAMERA_PARTS, FIT_PARAMS, LOSS_TERMS, OPTIMIZERS, POSE_PARTS
+from diffrender.fit import (CAMERA_PARTS, FIT_PARAMS, LOSS_TERMS, MAX_TEXTURE_SIZE, OPTIMIZERS, POSE_PARTS,
+                            TEXTURE_INITS)
+from diffrender.texture import FILTERS as TEXTURE_FILTERS
 from diffrender.video import MAX_FPS
 
 from .errors import CliError
@@ -121,6 +124,13 @@ def _image_size(value: Any) -> Tuple[int, int]:
     if height > 4096 or width > 4096:
         raise ValueError(f"at most 4096 pixels per side, got {value!r}")
     return height, width
+
+
+def _texture_size(value: Any) -> int:
+    size = _positive(_integer)(value)
+    if size > MAX_TEXTURE_SIZE:
+        raise ValueError(f"at most {MAX_TEXTURE_SIZE} texels per side, got {value!r}")
+    return size
 
 
 def _intensity(value: Any):
@@ -230,6 +240,9 @@ class OptimizeConfig:
     momentum: float = key(0.1, _fraction)
     clip_grad_norm: float = key(1.0, _non_negative(_number), "0 disables clipping")
     views_per_step: int = key(0, _non_negative(_integer), "0 = all views every step")
+    texture_size: int = key(512, _texture_size, "with params = texture: the learned texture is size × size texels")
+    texture_init: str = key("grey", _choice(*TEXTURE_INITS),
+                            "with params = texture: start from uniform grey, or from the mesh's own texture")
 
 
 @dataclass
@@ -241,6 +254,7 @@ class LossConfig:
     laplacian: float = key(0.1, _non_negative(_number), "uniform Laplacian")
     normal: float = key(0.0, _non_negative(_number), "normal consistency")
     flatten: float = key(0.0, _non_negative(_number), "SoftRas flatten loss")
+    texture_tv: float = key(0.0, _non_negative(_number), "total variation of the fitted texture")
 
 
 @dataclass
@@ -275,6 +289,7 @@ class FitConfig:
     threshold: float = key(0.1, _fraction, "targets without alpha: colour distance that counts as object")
     strict: bool = key(False, _boolean, "targets of another size are an error instead of resized")
     antialias: bool = key(True, _boolean, "barycentric renderer: analytic antialiasing, which gives silhouettes gradients")
+    texture_filter: str = key("trilinear", _choice(*TEXTURE_FILTERS), "barycentric renderer: texture sampling")
     threads: int = key(0, _non_negative(_integer), "CPU threads; 0 = the cores other processes leave idle")
     camera: CameraConfig = table(CameraConfig)
     views: List[ViewConfig] = tables(ViewConfig)

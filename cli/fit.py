@@ -23,7 +23,7 @@ from diffrender.fit import (FitError, FitProblem, FitSettings, LossWeights, Pose
                             Views, render_targets, resize_image, run_fit, silhouette_target)
 from diffrender.fit_outputs import FitRecorder
 from diffrender.images import load_image
-from diffrender.mesh import load_mesh
+from diffrender.mesh import Mesh, load_mesh
 from diffrender.shading import Material, PointLights
 from diffrender.shapes import builtin_shape
 from diffrender.video import VideoError
@@ -44,7 +44,7 @@ _PLAIN = (lambda value, flag: value)
 FLAG_KEYS = {
     "renderer": ("renderer", _PLAIN), "image_size": ("image_size", _SIZE), "seed": ("seed", _PLAIN),
     "background": ("background", _RGB), "threshold": ("threshold", _PLAIN), "strict": ("strict", _PLAIN),
-    "antialias": ("antialias", _PLAIN),
+    "antialias": ("antialias", _PLAIN), "texture_filter": ("texture_filter", _PLAIN),
     "threads": ("threads", _PLAIN),
     "fov": ("camera.fov", _PLAIN), "near": ("camera.near", _PLAIN), "far": ("camera.far", _PLAIN),
     "init": ("init.mesh", _PLAIN), "subdivisions": ("init.subdivisions", _PLAIN), "scale": ("init.scale", _PLAIN),
@@ -55,9 +55,10 @@ FLAG_KEYS = {
     "steps": ("optimize.steps", _PLAIN), "optimizer": ("optimize.optimizer", _PLAIN), "lr": ("optimize.lr", _PLAIN),
     "momentum": ("optimize.momentum", _PLAIN), "clip_grad_norm": ("optimize.clip_grad_norm", _PLAIN),
     "views_per_step": ("optimize.views_per_step", _PLAIN),
+    "texture_size": ("optimize.texture_size", _PLAIN), "texture_init": ("optimize.texture_init", _PLAIN),
     "w_silhouette": ("loss.silhouette", _PLAIN), "w_iou": ("loss.iou", _PLAIN), "w_rgb": ("loss.rgb", _PLAIN),
     "w_edge": ("loss.edge", _PLAIN), "w_laplacian": ("loss.laplacian", _PLAIN), "w_normal": ("loss.normal", _PLAIN),
-    "w_flatten": ("loss.flatten", _PLAIN),
+    "w_flatten": ("loss.flatten", _PLAIN), "w_texture_tv": ("loss.texture_tv", _PLAIN),
     "sigma": ("soft.sigma", _PLAIN), "gamma": ("soft.gamma", _PLAIN), "sigma_final": ("soft.sigma_final", _PLAIN),
     "anneal_start": ("optimize.anneal_start", _PLAIN), "lr_final": ("optimize.lr_final", _PLAIN),
     "out": ("output.dir", _PLAIN), "preview_every": ("output.preview_every", _PLAIN),
@@ -102,16 +103,17 @@ def collect_overrides(values: dict, settings: List[str], lights: List[str]) -> L
 
 def _load_shape(source: str, subdivisions: int, normals: str, color, scale: float = 1.0) -> Template:
     """A template from a built-in shape or a mesh file, scaled, with fixed radial normals when
-    asked (tf's cube look) and a uniform colour."""
+    asked (tf's cube look), a uniform colour, and the file's UVs and texture if it has them."""
     if source == "sphere":
         vertices, faces = builtin_shape("sphere", subdivisions=subdivisions)
+        mesh = Mesh(vertices, faces)
     else:
         mesh = load_mesh(source)
-        vertices, faces = mesh.vertices, mesh.faces
-    vertices = vertices * scale
+    vertices = mesh.vertices * scale
     fixed = torch.nn.functional.normalize(vertices, dim=-1) if normals == "radial" else None
     colors = torch.tensor(list(color), dtype=torch.float32).expand(vertices.shape[0], 3).contiguous()
-    return Template(vertices=vertices.float(), faces=faces, colors=colors, normals=fixed)
+    return Template(vertices=vertices.float(), faces=mesh.faces, colors=colors, normals=fixed, uvs=mesh.uvs,
+                    texture=mesh.texture)
 
 
 def _cameras(config: FitConfig) -> Camera:
@@ -179,7 +181,8 @@ def settings_from(config: FitConfig) -> FitSettings:
         weights=LossWeights(**vars(config.loss)), renderer=config.renderer, sigma=soft.sigma, gamma=soft.gamma,
         sigma_final=soft.sigma_final, lr_final=optimize.lr_final, anneal_start=optimize.anneal_start,
         preview_every=output.preview_every, frame_every=output.frame_every, fps=output.fps,
-        antialias=config.antialias)
+        antialias=config.antialias, texture_size=optimize.texture_size, texture_init=optimize.texture_init,
+        texture_filter=config.texture_filter)
 
 
 def build_problem(config: FitConfig) -> FitProblem:
@@ -192,6 +195,7 @@ def build_problem(config: FitConfig) -> FitProblem:
     size, targets = _load_targets(config)
     settings = settings_from(config)
     settings.check()
+    settings.check_template(template)
     truth = None
     if config.synthetic is not None:
         synthetic = config.synthetic
@@ -308,6 +312,7 @@ def fit(
     threshold: Optional[float] = typer.Option(None, help="Targets without alpha: colour distance from the background that counts as object."),
     strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Targets of another size are an error instead of resized."),
     antialias: Optional[bool] = typer.Option(None, "--antialias/--no-antialias", help="Barycentric renderer: analytic silhouette antialiasing (default on)."),
+    texture_filter: Optional[str] = typer.Option(None, help="Barycentric renderer: texture sampling, trilinear (mip-mapped, default) or bilinear."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (0 = the cores other processes leave idle)."),
     fov: Optional[float] = typer.Option(None, help="Vertical field of view (degrees) of every view."),
     near: Optional[float] = typer.Option(None, help="Near clipping distance."),
@@ -319,7 +324,7 @@ def fit(
     init_translation: Optional[str] = typer.Option(None, help="Initial translation X,Y,Z."),
     color: Optional[str] = typer.Option(None, help="Initial vertex colour R,G,B."),
     normals: Optional[str] = typer.Option(None, help="auto (from the shape) or radial (normalize(vertex), tf's cube)."),
-    params: Optional[str] = typer.Option(None, help="What to fit, comma-separated: vertices, pose, camera, colors."),
+    params: Optional[str] = typer.Option(None, help="What to fit, comma-separated: vertices, pose, camera, colors, texture (needs a mesh with UVs and --rgb)."),
     camera_parts: Optional[str] = typer.Option(None, "--camera-parts", help="With params camera: eye, lookat, fov (comma-separated)."),
     pose_parts: Optional[str] = typer.Option(None, "--pose-parts", help="With params pose: rotation, translation (comma-separated)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd or adam."),
@@ -327,6 +332,8 @@ def fit(
     momentum: Optional[float] = typer.Option(None, help="SGD momentum."),
     clip_grad_norm: Optional[float] = typer.Option(None, help="Clip the gradient's global norm (0 = off)."),
     views_per_step: Optional[int] = typer.Option(None, help="Views rendered per step (0 = all)."),
+    texture_size: Optional[int] = typer.Option(None, help="With params texture: the learned texture's side in texels (default 512)."),
+    texture_init: Optional[str] = typer.Option(None, help="With params texture: grey (default) or mesh (the template's own texture)."),
     w_silhouette: Optional[float] = typer.Option(None, "--silhouette", help="Weight of the alpha MSE."),
     w_iou: Optional[float] = typer.Option(None, "--iou", help="Weight of 1 - soft IoU."),
     w_rgb: Optional[float] = typer.Option(None, "--rgb", help="Weight of the RGB MSE."),
@@ -334,6 +341,7 @@ def fit(
     w_laplacian: Optional[float] = typer.Option(None, "--laplacian", help="Weight of the uniform Laplacian."),
     w_normal: Optional[float] = typer.Option(None, "--normal", help="Weight of the normal consistency."),
     w_flatten: Optional[float] = typer.Option(None, "--flatten", help="Weight of the SoftRas flatten loss."),
+    w_texture_tv: Optional[float] = typer.Option(None, "--texture-tv", help="Weight of the fitted texture's total variation."),
     sigma: Optional[float] = typer.Option(None, help="Soft renderer σ (coverage sharpness)."),
     gamma: Optional[float] = typer.Option(None, help="Soft renderer γ (depth softmax temperature)."),
     sigma_final: Optional[float] = typer.Option(None, help="Anneal σ geometrically to this value towards the end."),
@@ -349,7 +357,7 @@ def fit(
     light: List[str] = typer.Option([], help="Point light X,Y,Z[:R,G,B]; repeatable; replaces \\[\\[lights]]."),
     set_: List[str] = typer.Option([], "--set", help="Any config key: --set optimize.lr=2.0, --set views.0.eye=[0,0,3]."),
 ):
-    """Fit a mesh's shape, pose, camera or colours to target images."""
+    """Fit a mesh's shape, pose, camera, colours or texture to target images."""
     values = dict(locals())  # every flag by parameter name; FLAG_KEYS maps them to config keys
     overrides = collect_overrides(values, set_, light)
     fit_config = load_config(config, overrides, [str(t) for t in targets or []])

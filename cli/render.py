@@ -8,24 +8,31 @@ import torch
 import typer
 
 from diffrender.images import save_png
-from diffrender.mesh import load_mesh
 from diffrender.renderers import make_renderer
+from diffrender.texture import FILTERS
 
 from .errors import bad_argument, one_line_errors
 from .scene import (AmbientOption, BackgroundOption, ColorOption, DeviceOption, FovOption, GammaOption, LightOption,
-                    Look, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption, camera_for,
-                    parse_size, resolve_device)
+                    Look, NoTextureOption, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption,
+                    TextureFilterOption, camera_for, load_mesh_reporting_warnings, parse_size, resolve_device)
 
 
-def build_renderer(name: str, sigma: float, gamma: float, antialias: bool = False):
+def build_renderer(name: str, sigma: float, gamma: float, antialias: bool = False,
+                   texture_filter: Optional[str] = None):
+    """The renderer the options name; ``texture_filter`` None keeps the barycentric default."""
     if name not in ("barycentric", "soft"):
         raise bad_argument(f"--renderer must be barycentric or soft, got '{name}'")
     if sigma <= 0 or gamma <= 0:
         raise bad_argument("--sigma and --gamma must be positive")
     if antialias and name != "barycentric":
         raise bad_argument("--antialias applies to the barycentric renderer (soft edges are already smooth)")
+    if texture_filter is not None and texture_filter not in FILTERS:
+        raise bad_argument(f"--texture-filter must be {' or '.join(FILTERS)}, got '{texture_filter}'")
+    if texture_filter is not None and name != "barycentric":
+        raise bad_argument("--texture-filter applies to the barycentric renderer")
     if name == "barycentric":
-        return make_renderer(name, antialias=antialias)
+        filtering = {} if texture_filter is None else {"texture_filter": texture_filter}
+        return make_renderer(name, antialias=antialias, **filtering)
     return make_renderer(name, sigma=sigma, gamma=gamma)
 
 
@@ -52,20 +59,24 @@ def render(
     gamma: GammaOption = 1e-4,
     device: DeviceOption = "auto",
     antialias: bool = typer.Option(False, "--antialias", help="Barycentric renderer: analytic antialiasing of silhouette edges."),
+    no_texture: NoTextureOption = False,
+    texture_filter: TextureFilterOption = None,
 ):
     """Render a mesh to an RGBA PNG."""
     height, width = parse_size(size)
-    chosen = build_renderer(renderer, sigma, gamma, antialias)
+    chosen = build_renderer(renderer, sigma, gamma, antialias, texture_filter)
     target_device = resolve_device(device)
     look = Look(lights=light, ambient=ambient, color=color, background=background, specular=specular,
-                shininess=shininess)
-    mesh_data = load_mesh(mesh)
+                shininess=shininess, texture=not no_texture)
+    mesh_data = look.surface(load_mesh_reporting_warnings(mesh))
     cameras = camera_for(mesh_data, height, width, fov, azimuth, elevation, distance, eye, lookat, up)
+    batched = (lambda t: None if t is None else t[None].to(target_device))
     with torch.no_grad():
-        rgba = chosen(mesh_data.vertices[None].to(target_device), mesh_data.faces.to(target_device),
-                      look.vertex_colors(mesh_data)[None].to(target_device), cameras.to(target_device),
+        rgba = chosen(batched(mesh_data.vertices), mesh_data.faces.to(target_device),
+                      batched(look.vertex_colors(mesh_data)), cameras.to(target_device),
                       look.point_lights(cameras).to(target_device), look.material(1).to(target_device),
-                      (height, width),
-                      normals=None if mesh_data.normals is None else mesh_data.normals[None].to(target_device))
+                      (height, width), normals=batched(mesh_data.normals), uvs=batched(mesh_data.uvs),
+                      texture=batched(mesh_data.texture))
     save_png(output, look.composite(rgba[0].cpu()))
-    typer.echo(f"wrote {output} ({width}x{height}, {mesh_data.num_faces} triangles, {chosen.name})")
+    textured = ", textured" if mesh_data.texture is not None else ""
+    typer.echo(f"wrote {output} ({width}x{height}, {mesh_data.num_faces} triangles{textured}, {chosen.name})")

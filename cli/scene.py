@@ -2,8 +2,10 @@
 them into the library's camera, lights and material."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Annotated, List, Optional, Sequence, Tuple
 
@@ -11,7 +13,7 @@ import torch
 import typer
 
 from diffrender.camera import Camera
-from diffrender.mesh import Mesh
+from diffrender.mesh import Mesh, load_mesh
 from diffrender.shading import Material, PointLights
 
 from .errors import bad_argument
@@ -106,7 +108,9 @@ GammaOption = Annotated[float, typer.Option(help="Soft renderer: depth softmax t
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 LightOption = Annotated[List[str], typer.Option(help="Point light X,Y,Z[:R,G,B]; repeatable. Default: a white light at the camera.")]
 AmbientOption = Annotated[str, typer.Option(help="Ambient colour: grey value or R,G,B.")]
-ColorOption = Annotated[Optional[str], typer.Option(help="Diffuse colour R,G,B; default: the mesh's own colours or light grey.")]
+ColorOption = Annotated[Optional[str], typer.Option(help="Diffuse colour R,G,B (replaces a texture); default: the mesh's own texture or colours, or light grey.")]
+NoTextureOption = Annotated[bool, typer.Option("--no-texture", help="Draw a textured mesh in its material colour instead.")]
+TextureFilterOption = Annotated[Optional[str], typer.Option(help="Barycentric renderer: texture sampling, bilinear or trilinear (mip-mapped; the default).")]
 BackgroundOption = Annotated[Optional[str], typer.Option(help="Background R,G,B behind the render (alpha stays coverage).")]
 SpecularOption = Annotated[str, typer.Option(help="Specular colour: grey value or R,G,B (0 = none).")]
 ShininessOption = Annotated[float, typer.Option(help="Phong exponent.")]
@@ -122,6 +126,7 @@ class Look:
     background: Optional[str] = None
     specular: str = "0"
     shininess: float = 32.0
+    texture: bool = True
 
     def material(self, batch: int) -> Material:
         ambient = torch.tensor(parse_color(self.ambient, "--ambient")).expand(batch, 3)
@@ -149,6 +154,12 @@ class Look:
             return mesh.colors
         return torch.full((mesh.num_vertices, 3), 0.8)
 
+    def surface(self, mesh: Mesh) -> Mesh:
+        """The mesh as drawn: without its texture under --no-texture, or --color (which replaces it)."""
+        if mesh.texture is None or (self.texture and self.color is None):
+            return mesh
+        return dataclasses.replace(mesh, uvs=None, texture=None)
+
     def composite(self, rgba: torch.Tensor) -> torch.Tensor:
         """Puts --background behind the render's RGB; alpha stays the coverage."""
         if self.background is None:
@@ -156,6 +167,17 @@ class Look:
         background = torch.tensor(parse_color(self.background, "--background"), dtype=rgba.dtype)
         alpha = rgba[..., 3:]
         return torch.cat([rgba[..., :3] + (1 - alpha) * background, alpha], dim=-1)
+
+
+def load_mesh_reporting_warnings(source: str) -> Mesh:
+    """:func:`load_mesh`, printing each warning (a texture that failed to load, say) as one
+    ``warning: ...`` line on stderr instead of Python's two-line form with a source line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mesh = load_mesh(source)
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    return mesh
 
 
 def camera_for(mesh: Mesh, height: int, width: int, fov: float, azimuth: float, elevation: float,

@@ -38,6 +38,8 @@ FRAMING_PAIRS = 1 << 22
 STATES_FORMAT = 2
 STATE_KEYS = ("steps", "faces", "targets", "vertices", "rotation", "translation", "eye", "lookat", "fov", "up", "colors",
               "sigma")
+# Present only in the states of texture fits (older files have neither).
+TEXTURE_STATE_KEYS = ("uvs", "texture")
 WHITE = (1.0, 1.0, 1.0)
 
 
@@ -124,7 +126,8 @@ def turntable_frames(renderer: Renderer, mesh: Mesh, colors: Tensor, cameras: Ca
     """Renders ``mesh`` from each camera, a batch per renderer call.
 
     Args:
-        mesh: the mesh (its own normals if it has them, else area-weighted ones).
+        mesh: the mesh (its own normals if it has them, else area-weighted ones); its texture, if
+            it has one, replaces ``colors``.
         colors: float ``[V,3]`` diffuse colours.
         cameras: ``[N]`` cameras (e.g. :func:`turntable_cameras`), one per frame.
         shading: lights and material per batch of cameras.
@@ -137,6 +140,8 @@ def turntable_frames(renderer: Renderer, mesh: Mesh, colors: Tensor, cameras: Ca
     # Every frame draws the same shape: its normals are computed once, not once per frame.
     normals = mesh.normals.to(device)[None] if mesh.normals is not None else vertex_normals(vertices, faces)
     colors = colors.to(device)[None]
+    uvs = None if mesh.uvs is None else mesh.uvs.to(device)
+    texture = None if mesh.texture is None else mesh.texture.to(device)
     batch = frames_per_batch(image_size)
     for start in range(0, cameras.batch_size, batch):
         views = _cameras_slice(cameras, start, min(start + batch, cameras.batch_size))
@@ -144,7 +149,7 @@ def turntable_frames(renderer: Renderer, mesh: Mesh, colors: Tensor, cameras: Ca
         with torch.no_grad():
             rgba = renderer(vertices.expand(count, -1, -1), faces, colors.expand(count, -1, -1), views.to(device),
                             shading.point_lights(views).to(device), shading.material(count).to(device),
-                            image_size, normals=normals.expand(count, -1, -1))
+                            image_size, normals=normals.expand(count, -1, -1), uvs=uvs, texture=texture)
         yield frames_to_uint8(rgba, background, alpha)
 
 
@@ -164,6 +169,8 @@ class FitReplay:
         eye, lookat: float32 ``[N,B,3]``; fov: float32 ``[N,B]`` (degrees); up: float32 ``[B,3]``.
         sigma: float32 ``[N]`` the soft renderer's σ at each state.
         targets: uint8 ``[B,H,W,3]`` the views' targets over white, as the fit showed them.
+        uvs: float32 ``[V,2]`` and textures: uint8 ``[N,Ht,Wt,3]`` (each state's texture), when
+            the fit learned a texture; else None.
     """
 
     vertices: Tensor
@@ -175,6 +182,8 @@ class FitReplay:
     up: Tensor
     sigma: Tensor
     targets: np.ndarray
+    uvs: Optional[Tensor] = None
+    textures: Optional[Tensor] = None
 
     @property
     def num_states(self) -> int:
@@ -189,8 +198,14 @@ class FitReplay:
         return self.targets.shape[1], self.targets.shape[2]
 
     def final_mesh(self) -> Mesh:
-        """The last state as a world-space :class:`Mesh` with its colours."""
-        return Mesh(vertices=self.vertices[-1], faces=self.faces, colors=self.colors[-1], name="fit")
+        """The last state as a world-space :class:`Mesh` with its colours (and texture)."""
+        texture = None if self.textures is None else self.textures[-1].float() / 255.0
+        return Mesh(vertices=self.vertices[-1], faces=self.faces, colors=self.colors[-1], uvs=self.uvs,
+                    texture=texture, name="fit")
+
+    def without_texture(self) -> "FitReplay":
+        """The same states drawn in their colours."""
+        return dataclasses.replace(self, uvs=None, textures=None)
 
 
 def _one_line(error: BaseException) -> str:
@@ -234,7 +249,19 @@ def _read_states(folder: Path) -> dict:
     if faces.dim() != 2 or faces.shape[1] != 3 or faces.numel() == 0 or faces.min() < 0 \
             or faces.max() >= vertices.shape[1]:
         raise FitFolderError(f"{path}: faces are not [F,3] indices into the {vertices.shape[1]} vertices")
+    _check_texture_states(path, states, count, vertices.shape[1])
     return states
+
+
+def _check_texture_states(path: Path, states: dict, count: int, num_vertices: int) -> None:
+    """FitFolderError unless a texture fit's uvs and textures are both there, well shaped."""
+    if not any(key in states for key in TEXTURE_STATE_KEYS):
+        return
+    uvs, textures = states.get("uvs"), states.get("texture")
+    if not (isinstance(uvs, Tensor) and isinstance(textures, Tensor)) or tuple(uvs.shape) != (num_vertices, 2) \
+            or textures.dtype != torch.uint8 or textures.dim() != 4 or tuple(textures.shape[::3]) != (count, 3):
+        raise FitFolderError(f"{path}: texture states are not uvs [{num_vertices},2] with uint8 texture "
+                             f"[{count},Ht,Wt,3]")
 
 
 def load_fit(folder: str | Path) -> FitReplay:
@@ -255,9 +282,11 @@ def load_fit(folder: str | Path) -> FitReplay:
     targets = states["targets"]
     if targets.dtype != torch.uint8 or tuple(targets.shape) != (views, *params["image_size"], 3):
         raise FitFolderError(f"{folder / 'states.pt'}: targets are not uint8 [{views},{','.join(map(str, params['image_size']))},3]")
+    uvs = states["uvs"].float() if "uvs" in states else None
     return FitReplay(vertices=posed, faces=states["faces"].long(), colors=states["colors"].float(),
                      eye=states["eye"].float(), lookat=states["lookat"].float(), fov=states["fov"].float(),
-                     up=states["up"].float(), sigma=states["sigma"].float(), targets=targets.numpy())
+                     up=states["up"].float(), sigma=states["sigma"].float(), targets=targets.numpy(), uvs=uvs,
+                     textures=states.get("texture"))
 
 
 def side_by_side_frames(renders: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -311,13 +340,16 @@ def replay_frames(replay: FitReplay, renderer: Renderer, shading: Shading,
         renderer: barycentric, or soft (then at each state's σ).
         shading: lights and material per batch of cameras.
         background: RGB in [0,1] behind the renders.
-        colors: float ``[V,3]`` to draw every state in, or None for the fit's colours.
+        colors: float ``[V,3]`` to draw every state in, or None for the fit's colours (or, after a
+            texture fit, each state's texture).
     Yields:
         uint8 ``[s, B·H, 2W, 3]`` frames (see :func:`side_by_side_frames`) in state order; all
         B views of s states are drawn in one renderer call.
     """
     views, image_size = replay.num_views, replay.image_size
     faces = replay.faces.to(device)
+    uvs = None if replay.uvs is None else replay.uvs.to(device)
+    per_view = (lambda t: t.repeat_interleave(views, dim=0).to(device))
     for start, stop, chosen in _runs(replay, renderer, max(1, frames_per_batch(image_size) // views)):
         states = stop - start
         vertices = replay.vertices[start:stop]
@@ -327,13 +359,15 @@ def replay_frames(replay: FitReplay, renderer: Renderer, shading: Shading,
             state_colors = replay.colors.expand(states, -1, -1)
         else:
             state_colors = replay.colors[start:stop]
+        textured = {}
+        if replay.textures is not None and colors is None:
+            textured = {"uvs": uvs, "texture": per_view(replay.textures[start:stop]).float() / 255.0}
         near, far = _clip_planes(vertices, replay.eye[start:stop])
         cameras = Camera(eye=replay.eye[start:stop].reshape(-1, 3), lookat=replay.lookat[start:stop].reshape(-1, 3),
                          up=replay.up.repeat(states, 1), fov_y=replay.fov[start:stop].reshape(-1), near=near, far=far)
-        per_view = (lambda t: t.repeat_interleave(views, dim=0).to(device))
         with torch.no_grad():
             rgba = chosen(per_view(vertices), faces, per_view(state_colors), cameras.to(device),
                           shading.point_lights(cameras).to(device), shading.material(states * views).to(device),
-                          image_size)
+                          image_size, **textured)
         renders = frames_to_uint8(rgba, background).reshape(states, views, *image_size, 3)
         yield side_by_side_frames(renders, replay.targets)

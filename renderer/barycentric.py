@@ -3,7 +3,10 @@
 A z-buffer rasterizer with perspective-correct barycentrics on compiled kernels; gradients reach
 the clip-space x, y and w of the vertices through the barycentrics. ``render`` shades the pixels
 in one compiled deferred pass (interpolation and Phong together, see
-:func:`diffrender.shading.shade_pixels`); the camera is differentiable torch code.
+:func:`diffrender.shading.shade_pixels`); the camera is differentiable torch code. A UV-textured
+mesh is drawn by sampling its texture (:func:`diffrender.texture.sample`) at every pixel's
+interpolated UV, with the UVs' exact screen-space derivatives (:func:`uv_screen_derivatives`)
+choosing the mip level.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from torch import Tensor
 
 from . import antialias as _antialias_lib
 from . import camera as camera_lib
+from . import texture as texture_lib
 from ._ext import _C
 from .antialias import EdgeTopology, antialias, edge_topology  # noqa: F401  (public API)
 from .shading import shade_pixels
@@ -129,6 +133,51 @@ def rasterize(world_space_vertices: Tensor, attributes: Tensor, triangles: Tenso
     return mask * values + (1.0 - mask) * background
 
 
+def uv_screen_derivatives(clip_space_vertices: Tensor, triangles: Tensor, triangle_ids: Tensor,
+                          barycentrics: Tensor, uvs: Tensor, pixel_uvs: Tensor) -> Tensor:
+    """Exact per-pixel UV derivatives of the rasterized triangles, for trilinear texture filtering.
+
+    In 2-D homogeneous rasterization a triangle's clip-space corners p_k = (x, y, w) are the
+    columns of a 3×3 matrix M, and the unnormalised barycentrics of the NDC point
+    p = (x/w, y/w, 1) are M⁻¹p, whose sum is 1/w. So the perspective-correct barycentrics
+    b = w·M⁻¹p have the derivative db/dp = w·(M⁻¹ − b·1ᵀM⁻¹), and the UVs (uv = T·b, T the
+    triangle's [2,3] corner UVs) have duv/dp = w·(T·M⁻¹ − uv·1ᵀM⁻¹). Row k of M⁻¹ is the edge
+    function p_{k+1} × p_{k+2} over det M = p_0·(p_1 × p_2): a few cross products per triangle,
+    a gather and a few products per pixel, and no finite differences across silhouettes or UV
+    seams.
+
+    Args:
+        clip_space_vertices: [B,V,4] float, the clip coordinates the rasterizer was given.
+        triangles: [F,3] int64.
+        triangle_ids: [B,H,W] int64 and barycentrics: [B,H,W,3] float, from
+            :func:`rasterize_triangles` on those coordinates.
+        uvs: [B,V,2] float per-vertex UVs; pixel_uvs: [B,H,W,2] float, their interpolation.
+    Returns:
+        [B,H,W,4] float (du/dx, dv/dx, du/dy, dv/dy) per pixel step along a row (x) and from one
+        row to the next (y, the rasterizer's row order); 0 where nothing is drawn, NaN on a
+        triangle whose clip matrix is singular. Not differentiable.
+    """
+    with torch.no_grad():
+        batch, height, width = triangle_ids.shape
+        corners = clip_space_vertices[:, triangles][..., [0, 1, 3]]      # [B,F,3 corners,(x,y,w)]
+        edges = torch.linalg.cross(corners.roll(-1, 2), corners.roll(-2, 2), dim=-1)
+        determinant = (corners[..., 0, :] * edges[..., 0, :]).sum(-1)[..., None, None]
+        inverse = torch.where(determinant != 0, edges / determinant, torch.nan)  # rows of M⁻¹: [B,F,3,3]
+        # NDC spans 2 over the image's width and height: a pixel step is 2/W in x and 2/H in y.
+        step = inverse.new_tensor([2.0 / width, 2.0 / height])
+        uv_by_corner = uvs[:, triangles].transpose(-1, -2)                # [B,F,2,3]
+        uv_gradient = (uv_by_corner @ inverse)[..., :2] * step            # T·M⁻¹ per pixel step: [B,F,(u,v),(x,y)]
+        column_sums = (inverse.sum(-2)[..., :2] * step).repeat_interleave(2, dim=-1)  # 1ᵀM⁻¹: x, x, y, y
+        per_triangle = torch.cat([uv_gradient.transpose(-1, -2).flatten(-2), column_sums,
+                                  corners[..., 2]], dim=-1)               # [B,F,4+4+3]
+        drawn = torch.nonzero(coverage(barycentrics)[..., 0] > 0, as_tuple=True)  # only these need the work
+        uv_by_axis, sums, corner_w = per_triangle[drawn[0], triangle_ids[drawn]].split([4, 4, 3], dim=-1)
+        w = (barycentrics[drawn].to(corner_w.dtype) * corner_w).sum(-1, keepdim=True)
+        derivatives = pixel_uvs.new_zeros(batch, height, width, 4)
+        derivatives[drawn] = (uv_by_axis - pixel_uvs[drawn].repeat(1, 2) * sums) * w
+        return derivatives
+
+
 def _per_batch(t: Tensor, batch: int, dims: int) -> Tensor:
     """Adds the batch dimension to an unbatched tensor (e.g. [3] -> [B,3])."""
     return t.expand(batch, *t.shape) if t.dim() == dims - 1 else t
@@ -139,14 +188,16 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
            light_positions: Tensor, light_intensities: Tensor, image_width: int, image_height: int,
            specular_colors: Optional[Tensor] = None, shininess_coefficients: Optional[Tensor] = None,
            ambient_color: Optional[Tensor] = None, fov_y: float | Tensor = 40.0,
-           near_clip: float = 0.01, far_clip: float = 10.0, antialias: bool = False) -> Tensor:
-    """Phong-shaded render (tf_mesh_renderer's ``mesh_renderer``).
+           near_clip: float = 0.01, far_clip: float = 10.0, antialias: bool = False,
+           uvs: Optional[Tensor] = None, texture: Optional[Tensor] = None,
+           texture_filter: str = "trilinear") -> Tensor:
+    """Phong-shaded render (tf_mesh_renderer's ``mesh_renderer``), optionally UV-textured.
 
     Args:
         vertices: [B,V,3] float world-space positions.
         triangles: [F,3] int, counter-clockwise = front (both sides are drawn).
         normals: [B,V,3] float vertex normals.
-        diffuse_colors: [B,V,3] float.
+        diffuse_colors: [B,V,3] float; ignored (may be None) when ``texture`` is given.
         camera_position, camera_lookat, camera_up: [B,3] (or [3]) float.
         light_positions: [B,L,3] float; light_intensities: [B,L,3] RGB or [B,L] float.
         image_width, image_height: output size.
@@ -155,11 +206,21 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
         fov_y: degrees, float or [B]; near_clip, far_clip: floats.
         antialias: apply :func:`diffrender.antialias.antialias` to the RGBA, which smooths
             silhouette edges and gives them gradients with respect to the vertices.
+        uvs: [B,V,2] or [V,2] float per-vertex texture coordinates (v = 0 at the bottom of the
+            image), with ``texture``.
+        texture: [B,Ht,Wt,3] or [Ht,Wt,3] float RGB, row 0 the top of the image. Each pixel's
+            diffuse colour is the texture sampled (repeating, ``boundary="wrap"``) at its
+            perspective-correct interpolated UV; it replaces ``diffuse_colors``.
+        texture_filter: "bilinear", or "trilinear" (mip-mapped, its level of detail from
+            :func:`uv_screen_derivatives`), which keeps minified textures from aliasing.
     Returns:
         [B,H,W,4] float RGBA with row 0 at the top; alpha is the coverage mask (fractional along
-        silhouettes when antialiased).
+        silhouettes when antialiased). Differentiable with respect to the texture and, through the
+        barycentrics of the sampled UVs, the vertices.
     """
     batch = vertices.shape[0]
+    if (uvs is None) != (texture is None):
+        raise ValueError("render: uvs and texture go together")
     eye = _per_batch(camera_position, batch, 2)
     lookat = _per_batch(camera_lookat, batch, 2)
     up = _per_batch(camera_up, batch, 2)
@@ -176,12 +237,32 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
     shininess = shininess_coefficients if specular_colors is not None else None
     if shininess is not None and shininess.dim() == 1:
         shininess = shininess.view(batch, 1).expand(batch, vertices.shape[1])
+    if texture is not None:
+        diffuse_colors = _textured_diffuse(clip, triangles, ids, bary, _per_batch(uvs, batch, 3), texture,
+                                           texture_filter)
     rgba = shade_pixels(triangles, ids, bary, vertices, normals, diffuse_colors, eye, light_positions,
                         light_intensities, specular_colors, shininess, ambient_color)
     if antialias:
         # The mirrored clip vertices are the ones the rasterizer saw.
         rgba = _antialias_lib.antialias(rgba, ids, clip, triangles, barycentrics=bary, z_buffer=z_buffer)
     return rgba
+
+
+def _textured_diffuse(clip: Tensor, triangles: Tensor, triangle_ids: Tensor, barycentrics: Tensor, uvs: Tensor,
+                      texture: Tensor, texture_filter: str) -> Tensor:
+    """[B,H,W,3] per-pixel diffuse colours: ``texture`` sampled at the interpolated ``uvs``."""
+    if uvs.dim() != 3 or uvs.shape[-1] != 2 or uvs.shape[:2] != clip.shape[:2]:
+        raise ValueError(f"render: uvs must have shape [B,V,2] or [V,2] for {clip.shape[1]} vertices, "
+                         f"got {list(uvs.shape)}")
+    uvs = uvs.to(clip.dtype).contiguous()
+    pixel_uvs = interpolate(uvs, triangles, triangle_ids, barycentrics)
+    uv_da = None
+    if texture_filter == "trilinear":
+        uv_da = uv_screen_derivatives(clip, triangles, triangle_ids, barycentrics, uvs, pixel_uvs)
+    # NaN marks the background, which the sampler skips (value 0, no gradient).
+    pixel_uvs = torch.where(coverage(barycentrics) > 0, pixel_uvs, torch.nan)
+    return texture_lib.sample(texture.to(clip.dtype), pixel_uvs, filter=texture_filter, boundary="wrap",
+                              uv_da=uv_da)
 
 
 def tone_mapper(image: Tensor, gamma: float) -> Tensor:

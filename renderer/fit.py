@@ -1,4 +1,4 @@
-"""Fitting shape, pose, camera and vertex colours to target images by gradient descent.
+"""Fitting shape, pose, camera, vertex colours and textures to target images by gradient descent.
 
 The engine behind ``diffrender fit``. A :class:`FitProblem` holds the template mesh, the views
 (cameras and ``[B,H,W,4]`` targets), lights and settings; :func:`run_fit` optimises it, renders
@@ -14,6 +14,12 @@ Parameterisation inside the optimiser:
 - ``camera``: the ``[B,3]`` eyes, and optionally the ``[B,3]`` look-at points and ``[B]`` fields
   of view (degrees); the up vectors stay fixed.
 - ``colors``: ``[V,3]`` RGB, projected back into [0,1] after every step.
+- ``texture``: a ``[S,S,3]`` RGB texture (S = ``texture_size``) sampled through the template's
+  UVs, replacing the vertex colours; uniform 0.5 grey at first, or the template's own texture
+  resized (``texture_init = "mesh"``), and projected back into [0,1] after every step (like the
+  colours: a clamp keeps the rendered colours linear in the texels, where a logit would slow the
+  fit down near black and white). Its gradients come from the RGB loss; ``texture_tv`` adds a
+  total-variation term that smooths it.
 
 The soft renderer's σ, and the learning rate, can be annealed geometrically (to ``sigma_final``
 and ``lr_final``) over the steps from ``anneal_start·steps`` on, so that a fit that needs soft
@@ -35,7 +41,10 @@ entry per video frame (the states at steps 0, frame_every, 2·frame_every, … a
 - ``rotation``: float32 ``[N,3,3]`` and ``translation``: float32 ``[N,3]``, the pose;
 - ``eye``, ``lookat``: float32 ``[N,B,3]``; ``fov``: float32 ``[N,B]``; ``up``: float32 ``[B,3]``;
 - ``colors``: float32 ``[N,V,3]`` (``[1,V,3]`` when colours are not fitted);
-- ``sigma``: float32 ``[N]``, the soft renderer's σ at that step.
+- ``sigma``: float32 ``[N]``, the soft renderer's σ at that step;
+- texture fits only (older readers ignore them): ``uvs``: float32 ``[V,2]`` and ``texture``:
+  uint8 ``[N,S,S,3]``, the texture of each state (8 bits keep 101 states of a 512² texture at
+  79 MB).
 
 ``params.json`` names the views' target files and initial cameras under ``"views"``.
 """
@@ -52,15 +61,20 @@ from torch import Tensor
 from . import barycentric, soft
 from .camera import Camera, euler_matrices, transform_homogeneous
 from .losses import (MeshTopology, edge_length, flatten_loss, hard_iou, normal_consistency,
-                     rgb_mse, silhouette_mse, soft_iou_loss, uniform_laplacian)
+                     rgb_mse, silhouette_mse, soft_iou_loss, total_variation, uniform_laplacian)
 from .renderers import make_renderer
 from .shading import Material, PointLights
+from .texture import FILTERS as TEXTURE_FILTERS
 
-FIT_PARAMS = ("vertices", "pose", "camera", "colors")
+FIT_PARAMS = ("vertices", "pose", "camera", "colors", "texture")
 CAMERA_PARTS = ("eye", "lookat", "fov")
 POSE_PARTS = ("rotation", "translation")
-LOSS_TERMS = ("silhouette", "iou", "rgb", "edge", "laplacian", "normal", "flatten")
+LOSS_TERMS = ("silhouette", "iou", "rgb", "edge", "laplacian", "normal", "flatten", "texture_tv")
 OPTIMIZERS = ("sgd", "adam")
+TEXTURE_INITS = ("grey", "mesh")
+# The grey a learned texture starts from (texture_init = "grey").
+TEXTURE_GREY = 0.5
+MAX_TEXTURE_SIZE = 4096
 
 
 class FitError(ValueError):
@@ -140,12 +154,18 @@ class Template:
         colors: float32 ``[V,3]`` initial diffuse colours.
         normals: float32 ``[V,3]`` fixed vertex normals (posed with the mesh), or None for
             area-weighted normals of the current shape.
+        uvs: float32 ``[V,2]`` texture coordinates, or None; needed to fit a texture.
+        texture: float32 ``[Ht,Wt,3]`` the mesh's own texture in [0,1], or None. Synthetic
+            targets are drawn with it (replacing the colours); a fitted template starts from it
+            with ``texture_init = "mesh"``, and otherwise is drawn in its colours.
     """
 
     vertices: Tensor
     faces: Tensor
     colors: Tensor
     normals: Optional[Tensor] = None
+    uvs: Optional[Tensor] = None
+    texture: Optional[Tensor] = None
 
 
 @dataclass
@@ -191,6 +211,7 @@ class LossWeights:
     laplacian: float = 0.1
     normal: float = 0.0
     flatten: float = 0.0
+    texture_tv: float = 0.0
 
     def enabled(self) -> Dict[str, float]:
         return {name: getattr(self, name) for name in LOSS_TERMS if getattr(self, name) != 0.0}
@@ -202,7 +223,8 @@ class FitSettings:
 
     ``views_per_step`` 0 renders every view each step; otherwise that many views are drawn at
     random (seeded) per step. ``sigma_final`` None keeps σ fixed. ``clip_grad_norm`` 0 disables
-    clipping.
+    clipping. ``texture_size``, ``texture_init`` (``"grey"`` or ``"mesh"``) and
+    ``texture_filter`` (how the barycentric renderer samples it) shape a fitted texture.
     """
 
     params: Tuple[str, ...] = ("vertices",)
@@ -226,12 +248,16 @@ class FitSettings:
     frame_every: int = 10
     fps: float = 20.0
     antialias: bool = True
+    texture_size: int = 512
+    texture_init: str = "grey"
+    texture_filter: str = "trilinear"
 
     def check(self) -> None:
         """Raises FitError naming the first bad setting."""
         unknown = [p for p in self.params if p not in FIT_PARAMS]
         if unknown or not self.params:
             raise FitError(f"params must be a non-empty list of {', '.join(FIT_PARAMS)}; got {list(self.params)}")
+        self._check_texture()
         for name, parts, allowed in (("camera", self.camera_parts, CAMERA_PARTS),
                                      ("pose", self.pose_parts, POSE_PARTS)):
             if not parts or any(part not in allowed for part in parts):
@@ -248,6 +274,30 @@ class FitSettings:
                 raise FitError(f"{name} must be positive, got {value}")
         if not 0.0 <= self.anneal_start <= 1.0:
             raise FitError(f"anneal_start must lie in [0, 1], got {self.anneal_start}")
+
+    def _check_texture(self) -> None:
+        fitted = "texture" in self.params
+        if fitted and "colors" in self.params:
+            raise FitError('params "colors" and "texture" exclude each other: the texture replaces the vertex colours')
+        if fitted and self.weights.rgb <= 0:
+            raise FitError('params "texture" needs the RGB loss (loss.rgb > 0): only colours reach the texture')
+        if self.weights.texture_tv > 0 and not fitted:
+            raise FitError('loss.texture_tv applies to params "texture" only')
+        if not 1 <= self.texture_size <= MAX_TEXTURE_SIZE:
+            raise FitError(f"texture_size must lie in [1, {MAX_TEXTURE_SIZE}], got {self.texture_size}")
+        if self.texture_init not in TEXTURE_INITS:
+            raise FitError(f"texture_init must be one of {', '.join(TEXTURE_INITS)}, got '{self.texture_init}'")
+        if self.texture_filter not in TEXTURE_FILTERS:
+            raise FitError(f"texture_filter must be one of {', '.join(TEXTURE_FILTERS)}, got '{self.texture_filter}'")
+
+    def check_template(self, template: "Template") -> None:
+        """Raises FitError when the template lacks what the fitted parameters need."""
+        if "texture" not in self.params:
+            return
+        if template.uvs is None:
+            raise FitError('params "texture" needs a mesh with UV coordinates')
+        if self.texture_init == "mesh" and template.texture is None:
+            raise FitError('texture_init "mesh" needs a mesh with a texture')
 
 
 @dataclass
@@ -320,6 +370,8 @@ class FitState:
         self.rotvec = torch.zeros(3)
         self.translation = problem.pose.translation.clone()
         self.colors = problem.template.colors.clone()
+        self.uvs = problem.template.uvs
+        self.texture = initial_texture(problem.template, settings) if "texture" in settings.params else None
         self.eye = camera.eye.clone()
         self.lookat = camera.lookat.clone()
         self.up = camera.up.clone()
@@ -328,11 +380,16 @@ class FitState:
         self.parameters: List[Tensor] = []
         pose = {"rotation": self.rotvec, "translation": self.translation}
         chosen = {"vertices": [self.vertices], "pose": [pose[part] for part in settings.pose_parts],
-                  "colors": [self.colors], "camera": [getattr(self, part) for part in settings.camera_parts]}
+                  "colors": [self.colors], "texture": [self.texture],
+                  "camera": [getattr(self, part) for part in settings.camera_parts]}
         for name in settings.params:
             for tensor in chosen[name]:
                 tensor.requires_grad_(True)
                 self.parameters.append(tensor)
+
+    def surface(self) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """The ``[V,2]`` UVs and ``[S,S,3]`` texture to draw with, or (None, None) for the colours."""
+        return (None, None) if self.texture is None else (self.uvs, self.texture)
 
     def rotation(self) -> Tensor:
         """float32 ``[3,3]``: exp(ω)·R0."""
@@ -367,6 +424,14 @@ class FitState:
         return all(bool(torch.isfinite(tensor).all()) for tensor in self.parameters)
 
 
+def initial_texture(template: Template, settings: FitSettings) -> Tensor:
+    """float32 ``[S,S,3]``, S = ``texture_size``: grey, or the template's texture resized."""
+    size = (settings.texture_size, settings.texture_size)
+    if settings.texture_init == "mesh":
+        return resize_image(template.texture.float(), size)
+    return torch.full((*size, 3), TEXTURE_GREY)
+
+
 # --------------------------------------------------------------------------------------------
 # Rendering and losses
 # --------------------------------------------------------------------------------------------
@@ -384,7 +449,9 @@ def _pick_scene(lights: PointLights, material: Material, index: Optional[Tensor]
 
 def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tensor, faces: Tensor,
                  colors: Tensor, camera: Camera, lights: PointLights, material: Material,
-                 image_size: Tuple[int, int], normals: Optional[Tensor] = None, antialias: bool = True) -> Tensor:
+                 image_size: Tuple[int, int], normals: Optional[Tensor] = None, antialias: bool = True,
+                 uvs: Optional[Tensor] = None, texture: Optional[Tensor] = None,
+                 texture_filter: str = "trilinear") -> Tensor:
     """One mesh seen by B cameras in a single renderer call.
 
     Args:
@@ -392,15 +459,18 @@ def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tenso
             source of gradients where silhouettes move).
         vertices: float ``[V,3]`` world positions; colors: ``[V,3]``; normals: ``[V,3]`` or None.
         camera, lights, material: B views.
+        uvs: float ``[V,2]`` and texture: float ``[Ht,Wt,3]``, which replaces the colours; or None.
+        texture_filter: how the barycentric renderer samples the texture.
     Returns:
         float ``[B,H,W,4]`` RGBA, row 0 at the top.
     """
-    settings = {"sigma": sigma, "gamma": gamma} if renderer_name == "soft" else {"antialias": antialias}
+    settings = {"sigma": sigma, "gamma": gamma} if renderer_name == "soft" else \
+        {"antialias": antialias, "texture_filter": texture_filter}
     renderer = make_renderer(renderer_name, **settings)
     batch = camera.batch_size
     expand = (lambda t: None if t is None else t.unsqueeze(0).expand(batch, *t.shape))
     return renderer(expand(vertices), faces, expand(colors), camera, lights, material, image_size,
-                    normals=expand(normals))
+                    normals=expand(normals), uvs=uvs, texture=texture)
 
 
 def soft_silhouettes(sigma: float, gamma: float, vertices: Tensor, faces: Tensor, camera: Camera,
@@ -424,12 +494,13 @@ def soft_silhouettes(sigma: float, gamma: float, vertices: Tensor, faces: Tensor
 def render_targets(settings: FitSettings, mesh: Template, pose: Pose, camera: Camera, lights: PointLights,
                    material: Material, image_size: Tuple[int, int]) -> Tensor:
     """Synthetic targets: ``mesh`` posed by ``pose`` seen by ``camera`` with the fit's renderer
-    settings (σ at its starting value), as float32 ``[B,H,W,4]`` premultiplied RGBA."""
+    settings (σ at its starting value), as float32 ``[B,H,W,4]`` premultiplied RGBA; a textured
+    mesh is drawn with its texture."""
     with torch.no_grad():
         normals = None if mesh.normals is None else mesh.normals @ pose.rotation.T
         return render_views(settings.renderer, settings.sigma, settings.gamma, pose.apply(mesh.vertices),
                             mesh.faces, mesh.colors, camera, lights, material, image_size, normals,
-                            settings.antialias).float()
+                            settings.antialias, mesh.uvs, mesh.texture, settings.texture_filter).float()
 
 
 def resize_image(image: Tensor, image_size: Tuple[int, int]) -> Tensor:
@@ -480,11 +551,12 @@ def hard_silhouettes(vertices: Tensor, faces: Tensor, camera: Camera, image_size
 
 
 def loss_terms(rgba: Tensor, targets: Tensor, vertices: Tensor, faces: Tensor, topology: MeshTopology,
-               weights: LossWeights) -> Dict[str, Tensor]:
+               weights: LossWeights, texture: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """The enabled loss terms (unweighted), by name.
 
     Args:
-        rgba, targets: float ``[b,H,W,4]``; vertices: float ``[V,3]`` (mesh frame); faces ``[F,3]``.
+        rgba, targets: float ``[b,H,W,4]``; vertices: float ``[V,3]`` (mesh frame); faces ``[F,3]``;
+        texture: float ``[S,S,3]``, the fitted texture (needed by ``texture_tv``).
     """
     compute = {
         "silhouette": lambda: silhouette_mse(rgba[..., 3], targets[..., 3]),
@@ -494,6 +566,7 @@ def loss_terms(rgba: Tensor, targets: Tensor, vertices: Tensor, faces: Tensor, t
         "laplacian": lambda: uniform_laplacian(vertices, topology),
         "normal": lambda: normal_consistency(vertices, faces, topology),
         "flatten": lambda: flatten_loss(vertices, topology),
+        "texture_tv": lambda: total_variation(texture),
     }
     return {name: compute[name]() for name in weights.enabled()}
 
@@ -530,6 +603,7 @@ class _Fitter:
 
     def __init__(self, problem: FitProblem, recorder):
         problem.settings.check()
+        problem.settings.check_template(problem.template)
         self.problem = problem
         self.settings = problem.settings
         self.recorder = recorder
@@ -559,7 +633,8 @@ class _Fitter:
         lights, material = _pick_scene(self.problem.lights, self.problem.material, index)
         return render_views(self.settings.renderer, sigma, self.settings.gamma, vertices, self.problem.template.faces,
                             self.state.colors, self.state.cameras(index), lights, material,
-                            self.problem.image_size, normals, self.settings.antialias)
+                            self.problem.image_size, normals, self.settings.antialias, *self.state.surface(),
+                            self.settings.texture_filter)
 
     def iou(self) -> Tensor:
         """float32 ``[B]`` hard-silhouette IoU of the current state."""
@@ -590,7 +665,7 @@ class _Fitter:
         targets = self.problem.views.targets if index is None else self.problem.views.targets[index]
         weights = self.settings.weights.enabled()
         terms = loss_terms(rgba, targets, self.state.vertices, self.problem.template.faces, self.topology,
-                           self.settings.weights)
+                           self.settings.weights, self.state.texture)
         total = sum(weights[name] * value for name, value in terms.items())
         if not torch.isfinite(total):
             return f"non-finite loss at step {step}; kept the state after {step} steps"
@@ -605,9 +680,10 @@ class _Fitter:
         if self.settings.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.state.parameters, self.settings.clip_grad_norm)
         self.optimizer.step()
-        if "colors" in self.settings.params:
-            with torch.no_grad():
-                self.state.colors.clamp_(0.0, 1.0)
+        with torch.no_grad():
+            for name in ("colors", "texture"):
+                if name in self.settings.params:
+                    getattr(self.state, name).clamp_(0.0, 1.0)
         if not self.state.is_finite():
             return f"non-finite parameters after step {step}; kept the state after {step} steps"
         self.report = StepReport(step + 1, self.settings.steps, float(total.detach()), values, float(iou.mean()), sigma)

@@ -4,9 +4,11 @@ fitted OBJ and params.json. Every file is written atomically (see :mod:`diffrend
 Layout of ``OUT``:
 
 - ``fit.obj``: the final mesh in world space (posed), with vertex colours when they were fitted;
+  after a texture fit, with its UVs, ``fit.mtl`` and the texture as ``fit_texture.png``;
 - ``params.json``: final pose and camera, per-view cameras and targets, IoU, truth and errors for
   synthetic fits, and the settings used;
-- ``previews/step_NNNN.png`` (+ ``.obj`` when vertices are fitted): render | target per view;
+- ``previews/step_NNNN.png`` (+ ``.obj``, the untextured shape, when vertices are fitted): render |
+  target per view;
 - ``progress.mp4``: the same layout, one frame every ``frame_every`` steps plus the final state;
 - ``states.pt``: the replay states (format in :mod:`diffrender.fit`);
 - ``losses.csv`` and ``loss.png``: every loss term, the total and the hard IoU per step.
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from .fit import FitProblem, FitResult, FitState, camera_fovs, euler_from_matrix, rotation_angle_deg
 from .images import atomic_output, save_png, to_uint8
-from .mesh import save_obj
+from .mesh import save_obj, save_textured_obj
 from .video import VideoWriter
 
 
@@ -54,11 +56,11 @@ class FitRecorder:
         self.problem = problem
         self.fit_vertices = "vertices" in problem.settings.params
         self.fit_colors = "colors" in problem.settings.params
+        self.fit_texture = "texture" in problem.settings.params
         self.video = VideoWriter(self.out / "progress.mp4", problem.settings.fps)
         self.rows: List[Dict[str, float]] = []
-        self.states: Dict[str, List[Tensor]] = {key: [] for key in
-                                                ("steps", "vertices", "rotation", "translation", "eye", "lookat",
-                                                 "fov", "colors", "sigma")}
+        keys = ["steps", "vertices", "rotation", "translation", "eye", "lookat", "fov", "colors", "sigma"]
+        self.states: Dict[str, List[Tensor]] = {key: [] for key in keys + (["texture"] if self.fit_texture else [])}
         self.recorded = {"frame": set(), "preview": set()}
 
     def __enter__(self) -> "FitRecorder":
@@ -102,6 +104,8 @@ class FitRecorder:
                   "sigma": torch.tensor(sigma)}
         if self.fit_colors or not self.states["colors"]:
             values["colors"] = state.colors
+        if self.fit_texture:
+            values["texture"] = torch.from_numpy(to_uint8(state.texture))
         for key, value in values.items():
             self.states[key].append(value.detach().clone())
 
@@ -110,14 +114,18 @@ class FitRecorder:
     # ----------------------------------------------------------------------------------------
 
     def finish(self, result: FitResult, settings: Dict, wall_seconds: Optional[float] = None) -> Dict:
-        """Writes fit.obj, states.pt, losses.csv, loss.png and (last) params.json.
+        """Writes fit.obj (+ fit.mtl and fit_texture.png), states.pt, losses.csv, loss.png and
+        (last) params.json.
 
         ``settings`` is stored under ``"settings"`` in params.json. Returns the params dict.
         """
         state = result.state
         vertices, _ = state.posed()
-        colors = state.colors.detach() if self.fit_colors else None
-        save_obj(self.out / "fit.obj", vertices.detach(), state.faces, colors)
+        if self.fit_texture:
+            save_textured_obj(self.out / "fit.obj", vertices.detach(), state.faces, state.uvs, state.texture.detach())
+        else:
+            save_obj(self.out / "fit.obj", vertices.detach(), state.faces,
+                     state.colors.detach() if self.fit_colors else None)
         self._write_states(state)
         self._write_csv()
         self._write_plot()
@@ -127,10 +135,13 @@ class FitRecorder:
         return params
 
     def _write_states(self, state: FitState) -> None:
-        stacked = {key: torch.stack(values).float() if key != "steps" else torch.stack(values).long()
+        # Integer states (steps, 8-bit textures) keep their dtype; the rest are stored as float32.
+        stacked = {key: torch.stack(values) if not values[0].is_floating_point() else torch.stack(values).float()
                    for key, values in self.states.items()}
         stacked.update({"format": 2, "faces": state.faces.clone(), "up": state.up.detach().float().clone(),
                         "targets": torch.from_numpy(over_white(self.problem.views.targets))})
+        if self.fit_texture:
+            stacked["uvs"] = state.uvs.float().clone()
         with atomic_output(self.out / "states.pt") as temporary:
             torch.save(stacked, temporary)
 

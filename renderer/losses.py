@@ -1,7 +1,8 @@
 """Losses for fitting meshes to images: image terms on rendered RGBA and mesh regularisers.
 
 Image terms take renders and targets as float ``[B,H,W,4]`` RGBA (RGB premultiplied by alpha, as
-both renderers output it; alpha is coverage) and return a 0-d tensor averaged over the batch.
+both renderers output it; alpha is coverage) and return a 0-d tensor averaged over the batch;
+:func:`total_variation` regularises a fitted texture.
 Mesh terms take float ``[V,3]`` vertices plus a :class:`MeshTopology` built once from the faces,
 and are vectorised over edges and faces (``index_add_``, gathers), never looping in Python.
 """
@@ -63,6 +64,22 @@ def rgb_mse(rgba: Tensor, target_rgba: Tensor) -> Tensor:
     weight = torch.maximum(rgba[..., 3].detach(), target_rgba[..., 3])
     squared = (rgba[..., :3] - target_rgba[..., :3]).square().sum(-1)
     return (weight * squared).sum() / (3.0 * weight.sum() + _EPS)
+
+
+def total_variation(texture: Tensor) -> Tensor:
+    """Anisotropic total variation of a texture: the mean absolute difference between texels and
+    their neighbours below and to the right, which favours piecewise-flat colours. Not wrapped
+    around the edges: a UV atlas's opposite edges are unrelated.
+
+    Args:
+        texture: float ``[Ht,Wt,C]``.
+    Returns:
+        0-d tensor: ``mean |t[i+1,j] - t[i,j]| + mean |t[i,j+1] - t[i,j]|`` (a side of one texel
+        contributes 0).
+    """
+    down = (texture[1:] - texture[:-1]).abs()
+    right = (texture[:, 1:] - texture[:, :-1]).abs()
+    return sum(difference.mean() if difference.numel() else texture.sum() * 0.0 for difference in (down, right))
 
 
 def hard_iou(mask: Tensor, target_mask: Tensor) -> Tensor:

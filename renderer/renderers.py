@@ -28,6 +28,11 @@ class Renderer(Protocol):
         material: ambient / specular settings.
         image_size: (height, width) in pixels.
         normals: [B,V,3] float, or None for area-weighted vertex normals.
+        uvs: [B,V,2] or [V,2] float per-vertex texture coordinates (v = 0 at the bottom of the
+            image), given together with ``texture``.
+        texture: [B,Ht,Wt,3] or [Ht,Wt,3] float RGB in [0,1], row 0 the top of the image. When
+            given, the texture sampled at the surface's UVs is the diffuse colour, replacing
+            ``colors``.
     Returns:
         [B,H,W,4] float RGBA, row 0 at the top; alpha is coverage.
     """
@@ -36,7 +41,8 @@ class Renderer(Protocol):
 
     def __call__(self, vertices: Tensor, faces: Tensor, colors: Tensor, camera: Camera,
                  lights: PointLights, material: Material, image_size: Tuple[int, int],
-                 normals: Optional[Tensor] = None) -> Tensor: ...
+                 normals: Optional[Tensor] = None, uvs: Optional[Tensor] = None,
+                 texture: Optional[Tensor] = None) -> Tensor: ...
 
 
 def _specular_inputs(material: Material, vertices: Tensor):
@@ -57,12 +63,15 @@ class BarycentricRenderer:
     Attributes:
         antialias: analytic antialiasing of silhouette edges (nvdiffrast-style), which also gives
             silhouettes and occlusion boundaries gradients with respect to the vertices.
+        texture_filter: "trilinear" (mip-mapped) or "bilinear" sampling of textures.
     """
 
     name: str = "barycentric"
     antialias: bool = False
+    texture_filter: str = "trilinear"
 
-    def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None):
+    def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None, uvs=None,
+                 texture=None):
         height, width = image_size
         normals = vertex_normals(vertices, faces) if normals is None else normals
         specular, shininess = _specular_inputs(material, vertices)
@@ -70,7 +79,8 @@ class BarycentricRenderer:
             vertices, faces, normals, colors, camera.eye, camera.lookat, camera.up, lights.positions,
             lights.intensities, width, height, specular_colors=specular,
             shininess_coefficients=shininess, ambient_color=material.ambient, fov_y=camera.fov_y,
-            near_clip=camera.near, far_clip=camera.far, antialias=self.antialias)
+            near_clip=camera.near, far_clip=camera.far, antialias=self.antialias, uvs=uvs, texture=texture,
+            texture_filter=self.texture_filter)
 
 
 @dataclass
@@ -92,7 +102,8 @@ class SoftRenderer:
     cull_backfaces: bool = False
     name: str = "soft"
 
-    def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None):
+    def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None, uvs=None,
+                 texture=None):
         height, width = image_size
         specular, shininess = _specular_inputs(material, vertices)
         return soft.render(
@@ -101,7 +112,7 @@ class SoftRenderer:
             fov_y=camera.fov_y, near_clip=camera.near, far_clip=camera.far, normals=normals,
             specular_colors=specular, shininess=shininess, ambient_color=material.ambient,
             aggr_func_rgb=self.aggr_func_rgb, aggr_func_alpha=self.aggr_func_alpha,
-            dist_func=self.dist_func, cull_backfaces=self.cull_backfaces)
+            dist_func=self.dist_func, cull_backfaces=self.cull_backfaces, uvs=uvs, texture=texture)
 
 
 RENDERERS = {"barycentric": BarycentricRenderer, "soft": SoftRenderer}

@@ -1,4 +1,5 @@
 """`diffrender render` end to end: decode the PNGs it writes, and every bad input."""
+import inspect
 import math
 
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, read_png, run_cli
-from diffrender import barycentric
+from conftest import reference_file
+from diffrender import barycentric, soft
 from diffrender.mesh import load_mesh, vertex_normals
 
 
@@ -75,6 +77,95 @@ def test_version_and_help():
     assert result.exit_code == 0 and result.stdout.startswith("diffrender ")
     result = run_cli("render", "--help")
     assert result.exit_code == 0 and "--azimuth" in result.stdout and "--light" in result.stdout
+
+
+# --- textured meshes ---------------------------------------------------------------------------
+
+def render_cow(tmp_path, name, *flags):
+    out = tmp_path / f"{name}.png"
+    result = run_cli("render", reference_file("cow", "cow.obj"), "-o", out, "--size", "96", "--ambient", "0", *flags)
+    assert result.exit_code == 0, result.output
+    return result, read_png(out).astype(float)
+
+
+def test_textured_cow_renders_its_texture(tmp_path):
+    """The cow's material is white, so with no ambient light a textured pixel is the untextured
+    one times the texture's colour there: their ratio shows the texture."""
+    result, textured = render_cow(tmp_path, "textured")
+    assert "textured" in result.stdout
+    _, plain = render_cow(tmp_path, "plain", "--no-texture")
+    assert np.array_equal(textured[..., 3], plain[..., 3]), "the same coverage"
+    lit = (plain[..., 3] == 255) & (plain[..., 0] > 60)
+    assert lit.mean() > 0.1
+    albedo = textured[lit][:, :3] / plain[lit][:, :3]
+    assert (plain[lit][:, :3] == plain[lit][:, :1]).all(), "untextured: the white material, grey shades"
+    dark = (albedo.max(-1) < 0.5).mean()
+    assert 0.02 < dark < 0.5, "the black spots cover part of the cow"
+    skin = albedo[albedo.min(-1) > 0.5]
+    texture = load_mesh(reference_file("cow", "cow.obj")).texture
+    light_texels = texture[texture.min(-1).values > 0.5]
+    assert np.abs(np.median(skin, axis=0) - light_texels.median(0).values.numpy()).max() < 0.03, "peach skin"
+    assert (skin[:, 0] > skin[:, 2]).mean() > 0.9
+
+
+def test_texture_filter_and_color_options(tmp_path):
+    _, trilinear = render_cow(tmp_path, "trilinear")
+    _, bilinear = render_cow(tmp_path, "bilinear", "--texture-filter", "bilinear")
+    covered = trilinear[..., 3] == 255
+    difference = np.abs(trilinear - bilinear)[covered][:, :3]
+    assert 0 < difference.mean() < 8, "minified texture: mip-mapping smooths, but the colours agree"
+    _, red = render_cow(tmp_path, "red", "--color", "1,0,0")
+    assert (red[covered][:, 1:3] == 0).all(), "--color replaces the texture"
+    out = tmp_path / "bad.png"
+    result = run_cli("render", "cube", "-o", out, "--texture-filter", "nearest")
+    assert_one_line_error(result, "--texture-filter", "nearest", code=2)
+    result = run_cli("render", "cube", "-o", out, "--texture-filter", "bilinear", "--renderer", "soft")
+    assert_one_line_error(result, "--texture-filter applies to the barycentric renderer", code=2)
+    assert not out.exists()
+
+
+@pytest.mark.skipif("texture" not in inspect.signature(soft.render).parameters,
+                    reason="soft.render has no texture argument yet")
+def test_soft_renderer_draws_the_texture_too(tmp_path):
+    _, soft = render_cow(tmp_path, "soft", "--renderer", "soft", "--sigma", "1e-7")
+    _, soft_plain = render_cow(tmp_path, "soft_plain", "--renderer", "soft", "--sigma", "1e-7", "--no-texture")
+    _, hard = render_cow(tmp_path, "hard", "--texture-filter", "bilinear")
+    inside = (hard[..., 3] == 255) & (soft[..., 3] == 255)
+    assert np.abs(soft - hard)[inside][:, :3].mean() < 6
+    assert np.abs(soft - soft_plain)[inside][:, :3].mean() > 20
+
+
+def test_missing_texture_warns_in_one_line_and_renders_the_material_colour(tmp_path):
+    (tmp_path / "quad.mtl").write_text("newmtl skin\nKd 0.2 0.4 0.6\nmap_Kd gone.png\n")
+    (tmp_path / "quad.obj").write_text(
+        "mtllib quad.mtl\nv -1 -1 0\nv 1 -1 0\nv 1 1 0\nv -1 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
+        "usemtl skin\nf 1/1 2/2 3/3\nf 1/1 3/3 4/4\n")
+    out = tmp_path / "quad.png"
+    result = run_cli("render", tmp_path / "quad.obj", "-o", out, "--size", "32", "--azimuth", "0", "--elevation", "0",
+                     "--ambient", "0")
+    assert result.exit_code == 0, result.output
+    warning = result.stderr.strip()
+    assert warning.startswith("warning: ") and "\n" not in warning and "gone.png" in warning, result.stderr
+    assert "Traceback" not in result.output and "textured" not in result.stdout
+    image = read_png(out).astype(float)
+    colour = image[image[..., 3] == 255][:, :3].mean(0)
+    assert np.allclose(colour / colour[2], [0.2 / 0.6, 0.4 / 0.6, 1.0], atol=0.02), colour
+
+
+def test_turntable_frames_of_the_textured_cow_match_render(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cow = reference_file("cow", "cow.obj")
+    result = run_cli("animate", cow, "-o", frames / "%d.png", "--frames", "2", "--size", "48", "--distance", "3")
+    assert result.exit_code == 0, result.output
+    single = tmp_path / "single.png"
+    result = run_cli("render", cow, "-o", single, "--size", "48", "--distance", "3")
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(read_png(single), read_png(frames / "0.png")), "frame 0 looks from azimuth 30 too"
+    result = run_cli("animate", cow, "-o", frames / "plain%d.png", "--frames", "1", "--size", "48", "--distance", "3",
+                     "--no-texture")
+    assert result.exit_code == 0, result.output
+    assert not np.array_equal(read_png(frames / "plain0.png"), read_png(frames / "0.png"))
 
 
 # --- bad input ---------------------------------------------------------------------------------

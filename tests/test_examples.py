@@ -29,3 +29,15 @@ def test_cube_rotation_converges(tmp_path):
     output = run_example("cube_rotation.py", cwd=tmp_path)
     fraction = float(re.search(r"more than 0.04: ([\d.]+)%", output).group(1))
     assert fraction <= 1.0, output
+
+
+def test_texture_fit_recovers_the_checker_and_writes_a_textured_obj(tmp_path):
+    output = run_example("texture_fit.py", tmp_path / "out", 40, cwd=tmp_path)
+    psnr = float(re.search(r"texture PSNR between latitudes ±60°: ([\d.]+) dB", output).group(1))
+    assert psnr >= 30, output
+    for name in ("sphere.obj", "sphere.mtl", "sphere_texture.png", "fit/fit.obj", "fit/fit.mtl",
+                 "fit/fit_texture.png", "fit/states.pt", "fit/progress.mp4"):
+        assert (tmp_path / "out" / name).is_file(), name
+    fitted = np.asarray(Image.open(tmp_path / "out" / "fit" / "fit_texture.png"))
+    truth = np.asarray(Image.open(tmp_path / "out" / "sphere_texture.png"))
+    assert fitted.shape == truth.shape == (128, 128, 3)
