@@ -359,3 +359,16 @@ def test_interpolate_matches_gather_reference_and_gradcheck():
     leaf_attr, leaf_bary = attributes.clone().requires_grad_(True), bary.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: barycentric.interpolate(a, triangles, ids, b),
                                     (leaf_attr, leaf_bary))
+
+
+def test_backward_refuses_out_of_range_ids_of_covered_pixels():
+    clip, triangles = simple_triangle()
+    ids, bary, _ = barycentric.rasterize_triangles(clip, triangles, 16, 16)
+    grad = torch.ones_like(bary)
+    for bad in (ids + 1, ids - 1):
+        with pytest.raises(IndexError, match="triangle_ids must lie in"):
+            _C.rasterize_triangles_backward(clip, triangles, bad, bary, grad)
+    # Uncovered pixels' ids are never read, so they may hold anything.
+    garbage = torch.where(bary.sum(-1) > 0.5, ids, torch.full_like(ids, 10**9))
+    assert torch.equal(_C.rasterize_triangles_backward(clip, triangles, garbage, bary, grad),
+                       _C.rasterize_triangles_backward(clip, triangles, ids, bary, grad))

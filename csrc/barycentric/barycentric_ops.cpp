@@ -62,7 +62,7 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
   check_same_device_dtype(clip_vertices, barycentrics, "clip_vertices", "barycentrics");
   const bool cuda = on_cuda(clip_vertices, "rasterize_triangles");
   const auto ids = triangle_ids.contiguous();
-  if (triangles.size(0) > 0) {
+  if (cuda && triangles.size(0) > 0) {  // the CPU backward checks covered pixels' ids as it reads them
     const int64_t max_id = ids.max().item<int64_t>();
     TORCH_CHECK_INDEX(ids.min().item<int64_t>() >= 0 && max_id < triangles.size(0),
                       "triangle_ids out of range");

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include "common/parallel.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -31,6 +33,8 @@ inline void for_each_owned_pixel(const int64_t* ids, const T* bary, int64_t tri,
 
 // Pixel bounding boxes {x_min, x_max, y_min, y_max} of what each triangle won, [B*F*4]; empty
 // boxes have x_min > x_max. Min and max commute, so the parallel atomic updates give one answer.
+// This is the first pass of every CPU backward over rasterized pixels, so it also validates the
+// ids of covered pixels (the only ones any kernel dereferences), which saves a separate pass.
 template <typename T>
 std::vector<int32_t> owned_pixel_bounds(const int64_t* ids, const T* bary, int64_t batch, int height,
                                         int width, int64_t num_triangles) {
@@ -53,6 +57,7 @@ std::vector<int32_t> owned_pixel_bounds(const int64_t* ids, const T* bary, int64
            !__atomic_compare_exchange_n(slot, &current, value, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
   };
+  std::atomic<bool> out_of_range{false};
   at::parallel_for(0, batch * height, 16, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / height;
@@ -71,7 +76,12 @@ std::vector<int32_t> owned_pixel_bounds(const int64_t* ids, const T* bary, int64
       for (int ix = 0; ix < width; ++ix) {
         const int64_t p = row * width + ix;
         const T* bb = bary + 3 * p;
-        const int64_t tri = (bb[0] + bb[1] + bb[2] < T(0.5)) ? -1 : ids[p];
+        const bool covered = bb[0] + bb[1] + bb[2] >= T(0.5);
+        int64_t tri = covered ? ids[p] : -1;
+        if (covered && (tri < 0 || tri >= num_triangles)) {
+          out_of_range.store(true, std::memory_order_relaxed);
+          tri = -1;
+        }
         if (tri != run_tri) {
           flush(ix - 1);
           run_tri = tri;
@@ -81,6 +91,7 @@ std::vector<int32_t> owned_pixel_bounds(const int64_t* ids, const T* bary, int64
       flush(width - 1);
     }
   });
+  TORCH_CHECK_INDEX(!out_of_range.load(), "triangle_ids must lie in [0, ", num_triangles, ") on covered pixels");
   return bounds;
 }
 

@@ -3,6 +3,8 @@
 // needs atomics or depends on the thread count.
 #include <ATen/Parallel.h>
 
+#include <atomic>
+
 #include "barycentric/owned_pixels.h"
 #include "shading/phong_blocks.h"
 #include "shading/pixel_shading.h"
@@ -17,11 +19,15 @@ template <typename T>
 void forward_impl(const PixelShadingInputs& in, at::Tensor& rgba) {
   const PixelShadingArrays<T> a = pixel_shading_arrays<T>(in);
   T* out = rgba.data_ptr<T>();
+  const int64_t num_triangles = in.triangles.size(0);
+  std::atomic<bool> out_of_range{false};
   at::parallel_for(0, a.batch * a.pixels, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       T* o = out + 4 * p;
-      if (!pixel_covered(a.bary + 3 * p)) {
-        o[0] = o[1] = o[2] = o[3] = T(0);
+      o[0] = o[1] = o[2] = o[3] = T(0);
+      if (!pixel_covered(a.bary + 3 * p)) continue;
+      if (a.ids[p] < 0 || a.ids[p] >= num_triangles) {
+        out_of_range.store(true, std::memory_order_relaxed);
         continue;
       }
       const int64_t b = p / a.pixels;
@@ -32,6 +38,7 @@ void forward_impl(const PixelShadingInputs& in, at::Tensor& rgba) {
       o[3] = T(1);
     }
   });
+  TORCH_CHECK_INDEX(!out_of_range.load(), "triangle_ids must lie in [0, ", num_triangles, ") on covered pixels");
 }
 
 template <typename T>

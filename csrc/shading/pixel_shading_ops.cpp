@@ -2,6 +2,7 @@
 #include "common/checks.h"
 #include "common/device.h"
 #include "shading/pixel_shading.h"
+#include "shading/shading.h"
 
 #ifdef WITH_CUDA
 #include "shading/shading_cuda.h"
@@ -27,9 +28,12 @@ PixelShadingInputs validated(const at::Tensor& vertex_attributes, const c10::opt
                         triangle_ids.scalar_type() == at::kLong,
                     "triangle_ids must be int64 [B,H,W] with the batch of vertex_attributes, got ",
                     triangle_ids.sizes());
-  const auto [lowest, highest] = at::aminmax(triangle_ids);
-  TORCH_CHECK_INDEX(lowest.item<int64_t>() >= 0 && highest.item<int64_t>() < triangles.size(0),
-                    "triangle_ids must lie in [0, ", triangles.size(0), ")");
+  if (!triangle_ids.device().is_cpu()) {
+    // The CPU kernels check each covered pixel's id where they first read it (no extra pass).
+    const auto [lowest, highest] = at::aminmax(triangle_ids);
+    TORCH_CHECK_INDEX(lowest.item<int64_t>() >= 0 && highest.item<int64_t>() < triangles.size(0),
+                      "triangle_ids must lie in [0, ", triangles.size(0), ")");
+  }
   const std::vector<int64_t> image{batch, triangle_ids.size(1), triangle_ids.size(2), 3};
   TORCH_CHECK_VALUE(barycentrics.sizes() == image, "barycentrics must be [B,H,W,3] matching triangle_ids, got ",
                     barycentrics.sizes());
@@ -39,17 +43,7 @@ PixelShadingInputs validated(const at::Tensor& vertex_attributes, const c10::opt
                       pixel_diffuse->sizes());
     check_same_device_dtype(vertex_attributes, *pixel_diffuse, "vertex_attributes", "pixel_diffuse");
   }
-  TORCH_CHECK_VALUE(eye.sizes() == (std::vector<int64_t>{batch, 3}), "eye must be [B,3], got ", eye.sizes());
-  TORCH_CHECK_VALUE(ambient.sizes() == (std::vector<int64_t>{batch, 3}), "ambient must be [B,3], got ",
-                    ambient.sizes());
-  TORCH_CHECK_VALUE(light_positions.dim() == 3 && light_positions.size(0) == batch && light_positions.size(2) == 3,
-                    "light_positions must be [B,L,3], got ", light_positions.sizes());
-  TORCH_CHECK_VALUE(light_intensities.sizes() == light_positions.sizes(),
-                    "light_intensities must be [B,L,3] like light_positions, got ", light_intensities.sizes());
-  for (const auto& [t, name] : {std::pair{eye, "eye"}, std::pair{ambient, "ambient"},
-                                std::pair{light_positions, "light_positions"},
-                                std::pair{light_intensities, "light_intensities"}})
-    check_same_device_dtype(vertex_attributes, t, "vertex_attributes", name);
+  check_lighting(vertex_attributes, "vertex_attributes", eye, light_positions, light_intensities, ambient);
   TORCH_CHECK_VALUE(triangles.device() == vertex_attributes.device() &&
                         triangle_ids.device() == vertex_attributes.device(),
                     "shade_pixels: all tensors must be on one device");

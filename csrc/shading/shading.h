@@ -17,6 +17,12 @@ struct PhongInputs {
   at::Tensor eye, light_positions, light_intensities, ambient;
 };
 
+// Checks the per-batch lighting inputs of a shading call against its [B,...] reference tensor:
+// eye, ambient [B,3]; light_positions, light_intensities [B,L,3]; same device and dtype.
+void check_lighting(const at::Tensor& reference, const char* reference_name, const at::Tensor& eye,
+                    const at::Tensor& light_positions, const at::Tensor& light_intensities,
+                    const at::Tensor& ambient);
+
 // Raw views of validated, contiguous inputs for the kernels.
 template <typename T>
 PhongArrays<T> phong_arrays(const PhongInputs& in) {

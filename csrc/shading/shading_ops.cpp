@@ -32,18 +32,7 @@ PhongInputs validated(const at::Tensor& positions, const at::Tensor& normals, co
     check_same_device_dtype(positions, *specular, "positions", "specular");
     check_same_device_dtype(positions, *shininess, "positions", "shininess");
   }
-  TORCH_CHECK_VALUE(eye.sizes() == (std::vector<int64_t>{batch, 3}), "eye must be [B,3], got ", eye.sizes());
-  TORCH_CHECK_VALUE(ambient.sizes() == (std::vector<int64_t>{batch, 3}), "ambient must be [B,3], got ",
-                    ambient.sizes());
-  TORCH_CHECK_VALUE(light_positions.dim() == 3 && light_positions.size(0) == batch &&
-                        light_positions.size(2) == 3,
-                    "light_positions must be [B,L,3], got ", light_positions.sizes());
-  TORCH_CHECK_VALUE(light_intensities.sizes() == light_positions.sizes(),
-                    "light_intensities must be [B,L,3] like light_positions, got ", light_intensities.sizes());
-  for (const auto& [t, name] : {std::pair{eye, "eye"}, std::pair{ambient, "ambient"},
-                                std::pair{light_positions, "light_positions"},
-                                std::pair{light_intensities, "light_intensities"}})
-    check_same_device_dtype(positions, t, "positions", name);
+  check_lighting(positions, "positions", eye, light_positions, light_intensities, ambient);
   auto contiguous = [](const c10::optional<at::Tensor>& t) {
     return t ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
   };
@@ -54,6 +43,23 @@ PhongInputs validated(const at::Tensor& positions, const at::Tensor& normals, co
 
 
 }  // namespace
+
+void check_lighting(const at::Tensor& reference, const char* reference_name, const at::Tensor& eye,
+                    const at::Tensor& light_positions, const at::Tensor& light_intensities,
+                    const at::Tensor& ambient) {
+  const int64_t batch = reference.size(0);
+  TORCH_CHECK_VALUE(eye.sizes() == (std::vector<int64_t>{batch, 3}), "eye must be [B,3], got ", eye.sizes());
+  TORCH_CHECK_VALUE(ambient.sizes() == (std::vector<int64_t>{batch, 3}), "ambient must be [B,3], got ",
+                    ambient.sizes());
+  TORCH_CHECK_VALUE(light_positions.dim() == 3 && light_positions.size(0) == batch && light_positions.size(2) == 3,
+                    "light_positions must be [B,L,3], got ", light_positions.sizes());
+  TORCH_CHECK_VALUE(light_intensities.sizes() == light_positions.sizes(),
+                    "light_intensities must be [B,L,3] like light_positions, got ", light_intensities.sizes());
+  for (const auto& [t, name] : {std::pair{eye, "eye"}, std::pair{ambient, "ambient"},
+                                std::pair{light_positions, "light_positions"},
+                                std::pair{light_intensities, "light_intensities"}})
+    check_same_device_dtype(reference, t, reference_name, name);
+}
 
 at::Tensor phong_shade_forward(const at::Tensor& positions, const at::Tensor& normals,
                                const at::Tensor& diffuse, const c10::optional<at::Tensor>& specular,
