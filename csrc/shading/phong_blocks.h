@@ -27,9 +27,13 @@ void phong_backward_in_blocks(int64_t batch, int64_t items, int64_t lights, int6
                               const ShadeBlock& shade_block) {
   const int64_t blocks_per_image = (items + block_size - 1) / block_size;
   const int64_t partial_size = 6 + 6 * lights;  // eye, light positions, light intensities, ambient
-  std::vector<T> partials(batch * blocks_per_image * partial_size, T(0));
+  // Every point adds into its block's partials: a cache line of padding between blocks keeps
+  // threads working on neighbouring blocks from invalidating each other's line on every add.
+  const int64_t line = 64 / sizeof(T);
+  const int64_t partial_stride = (partial_size + line - 1) / line * line + line;
+  std::vector<T> partials(batch * blocks_per_image * partial_stride, T(0));
   auto partials_of = [&](int64_t block) {
-    T* base = partials.data() + block * partial_size;
+    T* base = partials.data() + block * partial_stride;
     return PhongPartials<T>{base, base + 3, base + 3 + 3 * lights, base + 3 + 6 * lights};
   };
   // Work clusters (covered pixels in the middle of images): interleaved blocks balance it.
