@@ -3,9 +3,11 @@
 // needs atomics or depends on the thread count.
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <atomic>
 
 #include "barycentric/owned_pixels.h"
+#include "common/parallel.h"
 #include "shading/phong_blocks.h"
 #include "shading/pixel_shading.h"
 
@@ -14,6 +16,7 @@ namespace {
 
 // Small blocks: a triangle's cost is its won pixels, which vary a lot between triangles.
 constexpr int64_t kTrianglesPerBlock = 16;
+constexpr int64_t kPixelsPerBlock = 4096;
 
 template <typename T>
 void forward_impl(const PixelShadingInputs& in, at::Tensor& rgba) {
@@ -21,8 +24,10 @@ void forward_impl(const PixelShadingInputs& in, at::Tensor& rgba) {
   T* out = rgba.data_ptr<T>();
   const int64_t num_triangles = in.triangles.size(0);
   std::atomic<bool> out_of_range{false};
-  at::parallel_for(0, a.batch * a.pixels, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
+  const int64_t total = a.batch * a.pixels;
+  // Covered pixels cluster in the middle of the image: interleaved blocks keep the threads even.
+  parallel_for_interleaved((total + kPixelsPerBlock - 1) / kPixelsPerBlock, [&](int64_t block) {
+    for (int64_t p = block * kPixelsPerBlock; p < std::min(total, (block + 1) * kPixelsPerBlock); ++p) {
       T* o = out + 4 * p;
       o[0] = o[1] = o[2] = o[3] = T(0);
       if (!pixel_covered(a.bary + 3 * p)) continue;
