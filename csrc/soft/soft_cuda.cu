@@ -72,6 +72,23 @@ __device__ __forceinline__ bool sample_pair(const SoftTriangle<T>& tri, T X, T Y
   return (lean && !(tri.flags & kSoftCheckZ)) ? soft_sample_distance(tri, X, Y, c, s) : soft_sample(tri, X, Y, c, s);
 }
 
+// Visits the pairs (pixel, triangle) of one triangle that a backward walk considers: the pixels of
+// its blurred box whose sample is kept, in raster order, as visit(pixel index, sample).
+template <typename T, typename Visit>
+__device__ __forceinline__ void for_each_triangle_pair(const SoftTriangle<T>& tri, const SoftConstants<T>& c,
+                                                       bool lean, int64_t image_offset, Visit&& visit) {
+  for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
+    const T Y = soft_pixel_center<T>(iy, c.height, c.scale_y);
+    int lo, hi;
+    soft_row_span(tri, Y, c, lo, hi);
+    for (int ix = lo; ix <= hi; ++ix) {
+      const T X = soft_pixel_center<T>(ix, c.width, c.scale_x);
+      SoftSample<T> s;
+      if (sample_pair(tri, X, Y, c, lean, s)) visit(image_offset + int64_t(iy) * c.width + ix, s);
+    }
+  }
+}
+
 // Setup of every (batch item, triangle); with tile_counts, also counts the tiles each touches.
 template <typename T>
 __global__ void setup_and_count(const T* screen, const int64_t* triangles, int64_t num_vertices,
@@ -298,25 +315,16 @@ __global__ void count_texture_records(const SoftTriangle<T>* setups, const int64
                         batch_attr + triangles[3 * f + 2] * attr_channels};
   const T vmax = tri.zmax * c.inv_gamma;
   const int64_t image_offset = b * int64_t(height) * width;
-  for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
-    const T Y = soft_pixel_center<T>(iy, height, c.scale_y);
-    int lo, hi;
-    soft_row_span(tri, Y, c, lo, hi);
-    for (int ix = lo; ix <= hi; ++ix) {
-      const T X = soft_pixel_center<T>(ix, width, c.scale_x);
-      SoftSample<T> s;
-      if (!sample_pair(tri, X, Y, c, modes.lean, s)) continue;
-      const int64_t p = image_offset + int64_t(iy) * width + ix;
-      const T* pr = prep + p * 4;
-      const bool colour_path =
-          modes.softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (modes.hard_rgb && hard_ids[p] == f);
-      if (!colour_path || !(soft_color_exp(s, c, pr, modes.softmax) > T(0))) continue;
-      T beta[3];
-      soft_perspective_weights(tri, s, beta);
-      const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
-      count += soft_texture_record_wanted(footprint, grad_image + p * stride, channels);
-    }
-  }
+  for_each_triangle_pair(tri, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
+    const T* pr = prep + p * 4;
+    const bool colour_path =
+        modes.softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (modes.hard_rgb && hard_ids[p] == f);
+    if (!colour_path || !(soft_color_exp(s, c, pr, modes.softmax) > T(0))) return;
+    T beta[3];
+    soft_perspective_weights(tri, s, beta);
+    const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
+    count += soft_texture_record_wanted(footprint, grad_image + p * stride, channels);
+  });
   counts[i] = count;
 }
 
@@ -354,26 +362,17 @@ __global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* tri
   const T vmax = tri.zmax * c.inv_gamma;
   const T cut = soft_softmax_cut<T>();
   const int64_t image_offset = b * int64_t(height) * width;
-  for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
-    const T Y = soft_pixel_center<T>(iy, height, c.scale_y);
-    int lo, hi;
-    soft_row_span(tri, Y, c, lo, hi);
-    for (int ix = lo; ix <= hi; ++ix) {
-      const T X = soft_pixel_center<T>(ix, width, c.scale_x);
-      SoftSample<T> s;
-      if (!sample_pair(tri, X, Y, c, modes.lean, s)) continue;
-      const int64_t p = image_offset + int64_t(iy) * width + ix;
-      const T* pr = prep + p * 4;
-      // Pixels where this triangle can receive no gradient: no alpha gradient, and no colour
-      // (none, hidden by the softmax, or not the z-buffer winner).
-      const bool colour_path = softmax ? vmax - pr[0] >= cut : (hard_rgb && hard_ids[p] == f);
-      if (pr[3] == T(0) && !colour_path) continue;
-      // count_texture_records sized this triangle's rows; the bound only guards memory.
-      T* record = next_record < record_end ? records + next_record * record_size : nullptr;
-      next_record += soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd,
-                                        grad_image + p * stride, corner, channels, tex, b, gattr, giw, gp, record);
-    }
-  }
+  for_each_triangle_pair(tri, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
+    const T* pr = prep + p * 4;
+    // Pixels where this triangle can receive no gradient: no alpha gradient, and no colour
+    // (none, hidden by the softmax, or not the z-buffer winner).
+    const bool colour_path = softmax ? vmax - pr[0] >= cut : (hard_rgb && hard_ids[p] == f);
+    if (pr[3] == T(0) && !colour_path) return;
+    // count_texture_records sized this triangle's rows; the bound only guards memory.
+    T* record = next_record < record_end ? records + next_record * record_size : nullptr;
+    next_record += soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd,
+                                      grad_image + p * stride, corner, channels, tex, b, gattr, giw, gp, record);
+  });
   for (int k = 0; k < 3; ++k) {
     out[k * corner_stride + 0] = gp[k][0] * c.scale_x;
     out[k * corner_stride + 1] = gp[k][1] * c.scale_y;
