@@ -15,12 +15,32 @@
 
 namespace diffrender {
 
+// Asks the CPU to start loading [begin, begin + bytes) into the cache.
+inline void prefetch_span(const void* begin, int64_t bytes) {
+  const char* first = static_cast<const char*>(begin);
+  for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(first + offset);
+  if (bytes > 0) __builtin_prefetch(first + bytes - 1);
+}
+
+struct NoPrefetch {
+  void operator()(int64_t, int) const {}
+};
+
 // Calls visit(pixel_index, barycentrics) for each covered pixel in [x0,x1]×[y0,y1] whose visible
-// triangle is `tri`. Uncovered pixels carry id 0 with zero barycentrics.
-template <typename T, typename Visit>
+// triangle is `tri`. Uncovered pixels carry id 0 with zero barycentrics. A walk jumps from row to
+// row, which the hardware prefetcher cannot follow, so the next row's ids and barycentrics (and
+// whatever prefetch_row(first pixel, count) loads) are requested while this row is visited.
+template <typename T, typename Visit, typename PrefetchRow = NoPrefetch>
 inline void for_each_owned_pixel(const int64_t* ids, const T* bary, int64_t tri, int x0, int x1, int y0,
-                                 int y1, int width, Visit&& visit) {
+                                 int y1, int width, Visit&& visit, PrefetchRow&& prefetch_row = NoPrefetch()) {
+  const int span = x1 - x0 + 1;
   for (int iy = y0; iy <= y1; ++iy) {
+    if (iy < y1) {
+      const int64_t next = int64_t(iy + 1) * width + x0;
+      prefetch_span(ids + next, span * int64_t(sizeof(int64_t)));
+      prefetch_span(bary + 3 * next, 3 * span * int64_t(sizeof(T)));
+      prefetch_row(next, span);
+    }
     for (int ix = x0; ix <= x1; ++ix) {
       const int64_t p = int64_t(iy) * width + ix;
       if (ids[p] != tri) continue;

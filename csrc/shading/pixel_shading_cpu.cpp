@@ -85,6 +85,10 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
                 if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, g.diffuse);
                 for (int k = 0; k < 3; ++k)
                   for (int c = 0; c < a.channels; ++c) acc[k * a.channels + c] += weights[k] * attribute_grad[c];
+              },
+              [&](int64_t first_pixel, int count) {
+                prefetch_span(g_rgba + 4 * (image + first_pixel), 4 * count * int64_t(sizeof(T)));
+                prefetch_span(g_bary + 3 * (image + first_pixel), 3 * count * int64_t(sizeof(T)));
               });
         }
       });
