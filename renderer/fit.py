@@ -51,6 +51,8 @@ entry per video frame (the states at steps 0, frame_every, 2·frame_every, … a
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -690,14 +692,42 @@ class _Fitter:
         return None
 
 
+class _StopOnCtrlC:
+    """Turns the first Ctrl-C (SIGINT) into a request the loop honours between steps.
+
+    A KeyboardInterrupt can strike anywhere, in the middle of a frame sent to the video encoder
+    or of a file write; a flag checked between steps never does. A second Ctrl-C interrupts at
+    once, as usual. Outside the main thread, where Python cannot install handlers, Ctrl-C stays a
+    KeyboardInterrupt.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "_StopOnCtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, _signum, _frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __exit__(self, *_exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def run_fit(problem: FitProblem, recorder, on_progress: Optional[Callable[[StepReport], None]] = None) -> FitResult:
     """Optimises ``problem`` for ``settings.steps`` steps, reporting to ``recorder``.
 
     ``recorder`` gets ``log(step, total, terms, iou, sigma)`` for every step and
     ``snapshot(step, state, rgba, vertices, sigma, frame=, preview=)`` for frames and previews
-    (see :class:`~diffrender.fit_outputs.FitRecorder`). Ctrl-C (KeyboardInterrupt) and a
-    non-finite loss stop the loop early; the state then returns to the last one whose loss was
-    finite and whose update completed, and is recorded as the final one.
+    (see :class:`~diffrender.fit_outputs.FitRecorder`). Ctrl-C and a non-finite loss stop the
+    loop early: Ctrl-C after the step in progress, a second Ctrl-C (KeyboardInterrupt) at once.
+    The state then returns to the last one whose loss was finite and whose update completed,
+    and is recorded as the final one.
 
     Returns:
         A :class:`FitResult`; the recorder has been given the final state as a frame and a
@@ -708,26 +738,30 @@ def run_fit(problem: FitProblem, recorder, on_progress: Optional[Callable[[StepR
     stopped = "finished"
     completed = 0
     started = time.perf_counter()
-    for step in range(problem.settings.steps):
-        saved = fitter.state.snapshot()
-        try:
-            message = fitter.step(step)
-        except KeyboardInterrupt:
-            fitter.state.restore(saved)  # the update may be half applied
-            stopped = "interrupted"
-            break
-        if message is not None:
-            fitter.state.restore(saved)
-            stopped = message
-            break
-        completed = step + 1
-        try:
-            if on_progress is not None:
-                on_progress(fitter.report)
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            break
-    seconds = time.perf_counter() - started
-    final_sigma = sigma_at(problem.settings, max(completed - 1, 0))
-    fitter.record(completed, final_sigma, None, final=True)
+    with _StopOnCtrlC() as ctrl_c:
+        for step in range(problem.settings.steps):
+            saved = fitter.state.snapshot()
+            try:
+                message = fitter.step(step)
+            except KeyboardInterrupt:
+                fitter.state.restore(saved)  # the update may be half applied
+                stopped = "interrupted"
+                break
+            if message is not None:
+                fitter.state.restore(saved)
+                stopped = message
+                break
+            completed = step + 1
+            try:
+                if on_progress is not None:
+                    on_progress(fitter.report)
+            except KeyboardInterrupt:
+                stopped = "interrupted"
+                break
+            if ctrl_c.requested:
+                stopped = "interrupted"
+                break
+        seconds = time.perf_counter() - started
+        final_sigma = sigma_at(problem.settings, max(completed - 1, 0))
+        fitter.record(completed, final_sigma, None, final=True)
     return FitResult(steps_completed=completed, stopped=stopped, iou=fitter.iou(), state=fitter.state, seconds=seconds)

@@ -241,6 +241,26 @@ def test_interrupt_keeps_the_state_of_the_last_completed_step():
     assert recorder.frames[-1][0] == 4 and recorder.previews[-1] == 4
 
 
+@pytest.mark.parametrize("presses, completed", [(1, 3), (2, 2)])
+def test_ctrl_c_finishes_the_step_in_progress_and_a_second_one_interrupts_at_once(monkeypatch, presses, completed):
+    reference = run_fit(small_problem(steps=completed, lr=2.0), MemoryRecorder())
+    original = torch.optim.SGD.step
+
+    def step_with_ctrl_c(self, *args, **kwargs):
+        if len(recorder.rows) == 3:  # during the 3rd step
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_with_ctrl_c)
+    recorder = MemoryRecorder()
+    result = run_fit(small_problem(steps=20, lr=2.0), recorder)
+    # One press lets the 3rd step complete; a second is a KeyboardInterrupt that rolls it back.
+    assert result.stopped == "interrupted" and result.steps_completed == completed
+    assert torch.equal(result.state.vertices.detach(), reference.state.vertices.detach())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the usual handler is back"
+
+
 def test_interrupt_inside_a_step_rolls_back_the_half_done_update(monkeypatch):
     reference = run_fit(small_problem(steps=3, lr=2.0), MemoryRecorder())
     original = torch.optim.SGD.step
@@ -616,7 +636,11 @@ def test_real_sigint_stops_cleanly_and_writes_everything(tmp_path):
     while not (out / "previews" / "step_0020.png").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # never leave a 100000-step fit running
+        raise
     assert process.returncode == 130, stderr.decode()
     assert "interrupted" in stderr.decode() and "Traceback" not in stderr.decode()
     params = json.loads((out / "params.json").read_text())
