@@ -706,7 +706,9 @@ class _StopOnCtrlC:
         self._previous = None
 
     def __enter__(self) -> "_StopOnCtrlC":
-        if threading.current_thread() is threading.main_thread():
+        # An ignored SIGINT (a background job, nohup) stays ignored.
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._request)
         return self
 

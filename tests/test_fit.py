@@ -253,12 +253,34 @@ def test_ctrl_c_finishes_the_step_in_progress_and_a_second_one_interrupts_at_onc
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.SGD, "step", step_with_ctrl_c)
-    recorder = MemoryRecorder()
-    result = run_fit(small_problem(steps=20, lr=2.0), recorder)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # CI may run us with SIGINT ignored
+    try:
+        recorder = MemoryRecorder()
+        result = run_fit(small_problem(steps=20, lr=2.0), recorder)
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # One press lets the 3rd step complete; a second is a KeyboardInterrupt that rolls it back.
     assert result.stopped == "interrupted" and result.steps_completed == completed
     assert torch.equal(result.state.vertices.detach(), reference.state.vertices.detach())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the usual handler is back"
+    assert handler_after is signal.default_int_handler, "the usual handler is back"
+
+
+def test_an_ignored_sigint_stays_ignored(monkeypatch):
+    original = torch.optim.SGD.step
+
+    def step_with_ctrl_c(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_with_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in `nohup diffrender fit &`
+    try:
+        result = run_fit(small_problem(steps=5, lr=2.0), MemoryRecorder())
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.stopped == "finished" and result.steps_completed == 5
 
 
 def test_interrupt_inside_a_step_rolls_back_the_half_done_update(monkeypatch):
@@ -631,7 +653,9 @@ def test_real_sigint_stops_cleanly_and_writes_everything(tmp_path):
     out = tmp_path / "out"
     command = [str(Path(sys.executable).with_name("diffrender")), "fit", "--config",
                str(write_config(tmp_path, SYNTHETIC_CONFIG)), "-o", str(out), "--steps", "100000"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # The fit must hear SIGINT even when this test runs in a background job, which ignores it.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not (out / "previews" / "step_0020.png").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
