@@ -43,7 +43,7 @@ test: install cuda-check
 	$(PY) -m pytest -q -m "not cuda" tests
 
 bench: install
-	$(PY) tests/benchmarks/bench_barycentric.py
+	@for script in tests/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 # Compiles every .cu for each architecture without torch, so CUDA code cannot rot on CPU-only CI.
 cuda-check:
