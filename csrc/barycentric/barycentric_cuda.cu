@@ -7,17 +7,10 @@
 #include "barycentric/barycentric_cuda.h"
 #include "barycentric/barycentric_math.h"
 #include "common/cuda_scratch.cuh"
+#include "common/cuda_tiles.cuh"
 
 namespace diffrender {
 namespace {
-
-constexpr int kTile = 16;
-
-struct TileGrid {
-  int tiles_x, tiles_y;
-  int64_t batch;
-  __host__ __device__ int64_t count() const { return batch * tiles_x * tiles_y; }
-};
 
 template <typename T>
 __global__ void setup_and_count(const T* clip, const int64_t* triangles, int64_t num_vertices, int64_t num_triangles,
@@ -28,23 +21,7 @@ __global__ void setup_and_count(const T* clip, const int64_t* triangles, int64_t
   const int64_t* t = triangles + (i % num_triangles) * 3;
   TriangleSetup<T>& s = setups[i];
   setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, s);
-  if (s.x_min > s.x_max || s.y_min > s.y_max) return;
-  int* counts = tile_counts + (i / num_triangles) * grid.tiles_x * grid.tiles_y;
-  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
-    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx) atomicAdd(counts + ty * grid.tiles_x + tx, 1);
-}
-
-template <typename T>
-__global__ void fill_bins(const TriangleSetup<T>* setups, int64_t num_triangles, TileGrid grid, int* cursors,
-                          int32_t* entries) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= grid.batch * num_triangles) return;
-  const TriangleSetup<T>& s = setups[i];
-  if (s.x_min > s.x_max || s.y_min > s.y_max) return;
-  int* cursor = cursors + (i / num_triangles) * grid.tiles_x * grid.tiles_y;
-  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
-    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx)
-      entries[atomicAdd(cursor + ty * grid.tiles_x + tx, 1)] = static_cast<int32_t>(i % num_triangles);
+  count_tiles(s, i / num_triangles, grid, tile_counts);
 }
 
 template <typename T>
@@ -54,8 +31,8 @@ __global__ void rasterize_tiles(const TriangleSetup<T>* setups, int64_t num_tria
   __shared__ TriangleSetup<T> staged[kTile * kTile];
   __shared__ int32_t staged_ids[kTile * kTile];
   const int64_t tile = blockIdx.x;
-  const int64_t b = tile / (grid.tiles_x * grid.tiles_y);
-  const int tile_in_image = static_cast<int>(tile % (grid.tiles_x * grid.tiles_y));
+  const int64_t b = tile / grid.per_image();
+  const int tile_in_image = static_cast<int>(tile % grid.per_image());
   const int ix = (tile_in_image % grid.tiles_x) * kTile + threadIdx.x;
   const int iy = (tile_in_image / grid.tiles_x) * kTile + threadIdx.y;
   const int lane = threadIdx.y * kTile + threadIdx.x;
@@ -165,7 +142,7 @@ template <typename T>
 cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int64_t batch, int64_t num_vertices,
                                    int64_t num_triangles, int width, int height, int64_t* ids, T* bary, T* zbuf,
                                    cudaStream_t stream) {
-  const TileGrid grid{(width + kTile - 1) / kTile, (height + kTile - 1) / kTile, batch};
+  const TileGrid grid = tile_grid(width, height, batch);
   const int64_t tiles = grid.count(), items = batch * num_triangles;
   Scratch<TriangleSetup<T>> setups(items, stream);
   Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
@@ -176,21 +153,11 @@ cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int6
   if (items > 0)
     setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(clip, triangles, num_vertices, num_triangles,
                                                                    width, height, grid, setups.get(), counts.get());
-  size_t temp_bytes = 0;
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
-  Scratch<unsigned char> temp(temp_bytes, stream);
-  DR_CUDA_TRY(temp.status());
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp.get(), temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
   int total = 0;
-  DR_CUDA_TRY(cudaMemcpyAsync(&total, offsets.get() + tiles, sizeof(int), cudaMemcpyDeviceToHost, stream));
-  DR_CUDA_TRY(cudaStreamSynchronize(stream));
+  DR_CUDA_TRY(scan_tile_counts(counts.get(), offsets.get(), tiles, total, stream));
   Scratch<int32_t> entries(total, stream);
   DR_CUDA_TRY(entries.status());
-  // The counts buffer becomes the fill cursors, starting at each tile's offset.
-  DR_CUDA_TRY(cudaMemcpyAsync(counts.get(), offsets.get(), (tiles + 1) * sizeof(int), cudaMemcpyDeviceToDevice, stream));
-  if (items > 0)
-    fill_bins<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), num_triangles, grid, counts.get(),
-                                                             entries.get());
+  DR_CUDA_TRY(fill_tile_bins(setups.get(), num_triangles, grid, offsets.get(), counts.get(), entries.get(), stream));
   rasterize_tiles<T><<<static_cast<unsigned>(tiles), dim3(kTile, kTile), 0, stream>>>(
       setups.get(), num_triangles, grid, offsets.get(), entries.get(), width, height, ids, bary, zbuf);
   return cudaGetLastError();

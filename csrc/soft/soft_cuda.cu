@@ -21,19 +21,11 @@
 #include "soft/soft_cuda.h"
 
 #include "common/cuda_scratch.cuh"
+#include "common/cuda_tiles.cuh"
 #include "soft/soft_math.h"
 
 namespace diffrender {
 namespace {
-
-constexpr int kTile = 16;
-
-struct TileGrid {
-  int tiles_x, tiles_y;
-  int64_t batch;
-  __host__ __device__ int64_t per_image() const { return int64_t(tiles_x) * tiles_y; }
-  __host__ __device__ int64_t count() const { return batch * per_image(); }
-};
 
 // What each kernel needs to know of the settings besides SoftConstants.
 struct SoftModes {
@@ -101,23 +93,7 @@ __global__ void setup_and_count(const T* screen, const int64_t* triangles, int64
   SoftTriangle<T> s;
   soft_setup_triangle(v + 3 * t[0], v + 3 * t[1], v + 3 * t[2], c, s);
   setups[i] = s;
-  if (!tile_counts || s.x_min > s.x_max || s.y_min > s.y_max) return;
-  int* counts = tile_counts + (i / num_triangles) * grid.per_image();
-  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
-    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx) atomicAdd(counts + ty * grid.tiles_x + tx, 1);
-}
-
-template <typename T>
-__global__ void fill_bins(const SoftTriangle<T>* setups, int64_t num_triangles, TileGrid grid, int* cursors,
-                          int32_t* entries) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= grid.batch * num_triangles) return;
-  const SoftTriangle<T>& s = setups[i];
-  if (s.x_min > s.x_max || s.y_min > s.y_max) return;
-  int* cursor = cursors + (i / num_triangles) * grid.per_image();
-  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
-    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx)
-      entries[atomicAdd(cursor + ty * grid.tiles_x + tx, 1)] = static_cast<int32_t>(i % num_triangles);
+  if (tile_counts) count_tiles(s, i / num_triangles, grid, tile_counts);
 }
 
 // Triangles staged in shared memory per round: SoftTriangle<double> is 280 bytes, so 128 of them
@@ -389,7 +365,7 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
                                         T* image, T* aux, int64_t* hard_ids, cudaStream_t stream) {
   const SoftConstants<T> c = make_soft_constants<T>(params);
   const SoftModes modes = make_modes(params, channels, texture);
-  const TileGrid grid{(params.width + kTile - 1) / kTile, (params.height + kTile - 1) / kTile, batch};
+  const TileGrid grid = tile_grid(params.width, params.height, batch);
   const int64_t tiles = grid.count(), items = batch * num_triangles;
   if (tiles == 0) return cudaSuccess;
   Scratch<SoftTriangle<T>> setups(items, stream);
@@ -401,24 +377,13 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
   if (items > 0)
     setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(screen, triangles, num_vertices, num_triangles,
                                                                    c, grid, setups.get(), counts.get());
-  size_t temp_bytes = 0;
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
-  Scratch<unsigned char> temp(temp_bytes, stream);
-  DR_CUDA_TRY(temp.status());
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp.get(), temp_bytes, counts.get(), offsets.get(), tiles + 1, stream));
   int total = 0;
-  DR_CUDA_TRY(cudaMemcpyAsync(&total, offsets.get() + tiles, sizeof(int), cudaMemcpyDeviceToHost, stream));
-  DR_CUDA_TRY(cudaStreamSynchronize(stream));
+  DR_CUDA_TRY(scan_tile_counts(counts.get(), offsets.get(), tiles, total, stream));
   Scratch<int32_t> entries(total, stream), sorted(total, stream);
   DR_CUDA_TRY(entries.status());
   DR_CUDA_TRY(sorted.status());
   if (total > 0) {
-    // The counts buffer becomes the fill cursors, starting at each tile's offset.
-    DR_CUDA_TRY(cudaMemcpyAsync(counts.get(), offsets.get(), (tiles + 1) * sizeof(int), cudaMemcpyDeviceToDevice,
-                                stream));
-    fill_bins<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), num_triangles, grid, counts.get(),
-                                                             entries.get());
-    DR_CUDA_TRY(cudaGetLastError());
+    DR_CUDA_TRY(fill_tile_bins(setups.get(), num_triangles, grid, offsets.get(), counts.get(), entries.get(), stream));
     // Each tile's triangles in index order: the CPU's order, whatever order the atomics filled.
     const int end_bit = bits_for(num_triangles);
     size_t sort_bytes = 0;

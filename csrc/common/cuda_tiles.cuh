@@ -1,0 +1,80 @@
+// Tile binning shared by the CUDA rasterizers (torch-free, nvcc only). Each triangle setup (any
+// type with an inclusive pixel box x_min..x_max, y_min..y_max; empty when min > max) is counted
+// into the 16×16 tiles its box touches, the counts are scanned into per-tile offsets, and the
+// triangle indices are filled into each tile's bin. The fill uses atomics, so a bin's order is
+// arbitrary: callers that need an order sort the bins or resolve ties independently of it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cub/cub.cuh>
+
+#include "common/cuda_scratch.cuh"
+
+namespace diffrender {
+
+constexpr int kTile = 16;
+
+struct TileGrid {
+  int tiles_x, tiles_y;
+  int64_t batch;
+  __host__ __device__ int64_t per_image() const { return int64_t(tiles_x) * tiles_y; }
+  __host__ __device__ int64_t count() const { return batch * per_image(); }
+};
+
+inline TileGrid tile_grid(int width, int height, int64_t batch) {
+  return {(width + kTile - 1) / kTile, (height + kTile - 1) / kTile, batch};
+}
+
+// Calls visit(tile index within the image) for each tile the box of setup s touches.
+template <typename Setup, typename Visit>
+__device__ __forceinline__ void for_each_tile(const Setup& s, const TileGrid& grid, Visit&& visit) {
+  if (s.x_min > s.x_max || s.y_min > s.y_max) return;
+  for (int ty = s.y_min / kTile; ty <= s.y_max / kTile; ++ty)
+    for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx) visit(ty * grid.tiles_x + tx);
+}
+
+// Adds setup s (of batch item `image`) to the counts [B, tiles] of the tiles it touches.
+template <typename Setup>
+__device__ __forceinline__ void count_tiles(const Setup& s, int64_t image, const TileGrid& grid, int* tile_counts) {
+  int* counts = tile_counts + image * grid.per_image();
+  for_each_tile(s, grid, [&](int64_t tile) { atomicAdd(counts + tile, 1); });
+}
+
+template <typename Setup>
+__global__ void fill_bins(const Setup* setups, int64_t num_triangles, TileGrid grid, int* cursors,
+                          int32_t* entries) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= grid.batch * num_triangles) return;
+  int* cursor = cursors + (i / num_triangles) * grid.per_image();
+  const int32_t triangle = static_cast<int32_t>(i % num_triangles);
+  for_each_tile(setups[i], grid, [&](int64_t tile) { entries[atomicAdd(cursor + tile, 1)] = triangle; });
+}
+
+// Turns per-tile counts [tiles + 1] (the last one 0) into offsets [tiles + 1] and returns the
+// number of bin entries in `total` (a host value: the stream is synchronised).
+inline cudaError_t scan_tile_counts(const int* counts, int* offsets, int64_t tiles, int& total,
+                                    cudaStream_t stream) {
+  size_t temp_bytes = 0;
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, counts, offsets, tiles + 1, stream));
+  Scratch<unsigned char> temp(temp_bytes, stream);
+  DR_CUDA_TRY(temp.status());
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp.get(), temp_bytes, counts, offsets, tiles + 1, stream));
+  DR_CUDA_TRY(cudaMemcpyAsync(&total, offsets + tiles, sizeof(int), cudaMemcpyDeviceToHost, stream));
+  return cudaStreamSynchronize(stream);
+}
+
+// Fills entries [total] with each tile's triangle indices, tile t's in [offsets[t], offsets[t+1]).
+// counts [tiles + 1] is overwritten: it serves as the fill cursors.
+template <typename Setup>
+cudaError_t fill_tile_bins(const Setup* setups, int64_t num_triangles, const TileGrid& grid, const int* offsets,
+                           int* counts, int32_t* entries, cudaStream_t stream) {
+  const int64_t items = grid.batch * num_triangles;
+  if (items == 0) return cudaSuccess;
+  DR_CUDA_TRY(cudaMemcpyAsync(counts, offsets, (grid.count() + 1) * sizeof(int), cudaMemcpyDeviceToDevice, stream));
+  fill_bins<Setup><<<blocks_for(items), kThreads, 0, stream>>>(setups, num_triangles, grid, counts, entries);
+  return cudaGetLastError();
+}
+
+}  // namespace diffrender
