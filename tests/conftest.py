@@ -1,7 +1,12 @@
-"""Shared fixtures: the reference data in ../shared/reference (skipped with a reason when absent)."""
+"""Shared test helpers: the reference data in ../shared/reference (skipped with a reason when
+absent), gradient leaves, relative closeness, and the one-versus-two-threads determinism check."""
 from pathlib import Path
+from typing import Callable, List, Sequence
 
 import pytest
+import torch
+
+from diffrender._ext import _C
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -12,3 +17,33 @@ def reference_file(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"reference data not found at {path} (expected ../shared/reference beside the repo)")
     return path
+
+
+def with_grads(*tensors: torch.Tensor) -> List[torch.Tensor]:
+    """Fresh leaf copies of the tensors that require gradients."""
+    return [t.detach().clone().requires_grad_(True) for t in tensors]
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5, what: str = "") -> None:
+    """|actual - expected| <= rtol · max|expected| (+ a tiny floor), element-wise."""
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = (actual - expected).abs().max()
+    assert err <= rtol * scale, f"{what}: max error {err:.3e} vs scale {scale:.3e}"
+
+
+def same_bits_for_one_and_two_threads(run: Callable[[], Sequence[torch.Tensor]]) -> List[torch.Tensor]:
+    """Calls run() with 1 and then 2 torch threads and asserts that every tensor it returns is
+    bit-identical between the two; also that 2 OpenMP threads really ran (an extension built
+    without -fopenmp silently runs on one). Returns the 1-thread results, detached."""
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert _C.num_threads_used(1000) == threads, "at::parallel_for did not run on that many threads"
+            results.append([t.detach() for t in run()])
+    finally:
+        torch.set_num_threads(previous)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
+    return results[0]

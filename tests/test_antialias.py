@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, read_png, run_cli
-from conftest import reference_file
+from conftest import reference_file, same_bits_for_one_and_two_threads
 from diffrender import antialias as aa
 from diffrender import barycentric, camera, shapes
 from diffrender._ext import _C
@@ -444,19 +444,13 @@ def teapot_batch(size=(96, 128), dtype=torch.float32):
 def test_outputs_are_bit_identical_for_one_and_two_threads():
     scene = teapot_batch()
     weights = torch.randn(2, 96, 128, 4, generator=torch.Generator().manual_seed(0))
-    previous = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            leaf = scene["vertices"].clone().requires_grad_(True)
-            image = barycentric.render(**{**scene, "vertices": leaf}, antialias=True)
-            grad, = torch.autograd.grad((image * weights).sum(), leaf)
-            results.append((image.detach(), grad))
-    finally:
-        torch.set_num_threads(previous)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+
+    def run():
+        leaf = scene["vertices"].clone().requires_grad_(True)
+        image = barycentric.render(**{**scene, "vertices": leaf}, antialias=True)
+        return image, *torch.autograd.grad((image * weights).sum(), leaf)
+
+    same_bits_for_one_and_two_threads(run)
 
 
 def test_a_batch_equals_its_views_rendered_alone():

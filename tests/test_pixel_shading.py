@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import same_bits_for_one_and_two_threads
 from diffrender import barycentric, camera, shapes
 from diffrender.shading import shade_pixels
 from shading_reference import phong_reference
@@ -91,19 +92,13 @@ def test_gradcheck_with_specular_and_per_pixel_diffuse():
 def test_bit_identical_for_one_and_two_threads():
     vertices, faces, ids, bary = rasterized_sphere(torch.float32)
     inputs = shading_inputs(5, vertices, specular=True, per_pixel_diffuse=False)
-    results = []
-    previous = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
-            out = shade_pixels(faces, ids, bary, **leaves)
-            grads = torch.autograd.grad(out.square().sum(), list(leaves.values()))
-            results.append([out, *grads])
-    finally:
-        torch.set_num_threads(previous)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+
+    def run():
+        leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        out = shade_pixels(faces, ids, bary, **leaves)
+        return out, *torch.autograd.grad(out.square().sum(), list(leaves.values()))
+
+    same_bits_for_one_and_two_threads(run)
 
 
 def test_bad_inputs_raise_clear_errors():

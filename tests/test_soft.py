@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from conftest import assert_close, same_bits_for_one_and_two_threads, with_grads
 from diffrender import barycentric, camera, shapes, soft
 from diffrender._ext import _C
 from soft_reference import soft_rasterize_reference
@@ -37,17 +38,6 @@ def random_scene(batch=2, num_triangles=8, channels=3, dtype=torch.float64, seed
 
 
 SETTINGS = dict(sigma_val=1e-2, gamma_val=5e-2, near_clip=0.3, far_clip=5.0)
-
-
-def with_grads(*tensors):
-    return [t.detach().clone().requires_grad_(True) for t in tensors]
-
-
-def assert_close(actual, expected, rtol=1e-5, what=""):
-    """|actual - expected| <= rtol · max|expected| (+ a tiny floor), element-wise."""
-    scale = expected.abs().max().clamp_min(1e-12)
-    err = (actual - expected).abs().max()
-    assert err <= rtol * scale, f"{what}: max error {err:.3e} vs scale {scale:.3e}"
 
 
 # --- the dense reference ---------------------------------------------------------------------
@@ -279,22 +269,13 @@ def test_bit_identical_for_any_thread_count(mode):
     cam = camera.Camera(torch.tensor([[1.5, 1.0, 2.5]]), torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 0.0]]))
     clip = camera.transform_homogeneous(cam.matrices(1.0), vertices)
     grad_out = torch.randn(1, 64, 64, 4, generator=torch.Generator().manual_seed(0))
-    results = []
-    previous = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            c, a = with_grads(clip, colors)
-            image = soft.rasterize(c, faces, a, 64, 64, sigma_val=1e-4, gamma_val=1e-3, **mode)
-            (image * grad_out).sum().backward()
-            results.append((image, c.grad, a.grad))
-    finally:
-        torch.set_num_threads(previous)
-    if _C.num_threads_used(64) < 2 and previous >= 2:
-        pytest.fail("at::parallel_for ran on one thread: the extension was built without OpenMP")
-    for one, two in zip(*results):
-        assert torch.equal(one, two)
-    assert results[0][1].abs().max() > 0
+
+    def run():
+        c, a = with_grads(clip, colors)
+        image = soft.rasterize(c, faces, a, 64, 64, sigma_val=1e-4, gamma_val=1e-3, **mode)
+        return image, *torch.autograd.grad((image * grad_out).sum(), [c, a])
+
+    assert same_bits_for_one_and_two_threads(run)[1].abs().max() > 0
 
 
 # --- the shaded renderer ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import assert_close, same_bits_for_one_and_two_threads, with_grads
 from diffrender import barycentric, camera, shapes, soft
 from diffrender._ext import _C
 from soft_reference import bilinear_reference, soft_rasterize_reference
@@ -40,17 +41,6 @@ def textured_scene(batch=2, num_triangles=8, texture_batch=2, texture_size=(5, 7
     texture = torch.rand(texture_batch, *texture_size, 3, generator=gen, dtype=dtype)
     background = torch.rand(3, generator=gen, dtype=dtype)
     return clip, triangles, attributes, texture, background
-
-
-def with_grads(*tensors):
-    return [t.detach().clone().requires_grad_(True) for t in tensors]
-
-
-def assert_close(actual, expected, rtol=1e-5, what=""):
-    """|actual - expected| <= rtol · max|expected|, element-wise."""
-    scale = expected.abs().max().clamp_min(1e-12)
-    err = (actual - expected).abs().max()
-    assert err <= rtol * scale, f"{what}: max error {err:.3e} vs scale {scale:.3e}"
 
 
 # --- the dense reference ---------------------------------------------------------------------
@@ -217,23 +207,14 @@ def test_bit_identical_for_any_thread_count(texture_batch):
     uvs = spherical_uvs(vertices[0])
     texture = torch.rand(texture_batch, 32, 48, 3, generator=torch.Generator().manual_seed(1))
     grad_out = torch.randn(2, 64, 64, 4, generator=torch.Generator().manual_seed(0))
-    results = []
-    previous = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            v, u, t = with_grads(vertices, uvs, texture)
-            image = soft.render(v, faces, None, eye, torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]), eye[:, None],
-                                torch.ones(2, 1), 64, 64, sigma_val=1e-4, gamma_val=1e-3, uvs=u, texture=t)
-            (image * grad_out).sum().backward()
-            results.append((image, v.grad, u.grad, t.grad))
-    finally:
-        torch.set_num_threads(previous)
-    if _C.num_threads_used(64) < 2 and previous >= 2:
-        pytest.fail("at::parallel_for ran on one thread: the extension was built without OpenMP")
-    for one, two in zip(*results):
-        assert torch.equal(one, two)
-    assert results[0][3].abs().max() > 0
+
+    def run():
+        v, u, t = with_grads(vertices, uvs, texture)
+        image = soft.render(v, faces, None, eye, torch.zeros(3), torch.tensor([0.0, 1.0, 0.0]), eye[:, None],
+                            torch.ones(2, 1), 64, 64, sigma_val=1e-4, gamma_val=1e-3, uvs=u, texture=t)
+        return image, *torch.autograd.grad((image * grad_out).sum(), [v, u, t])
+
+    assert same_bits_for_one_and_two_threads(run)[3].abs().max() > 0
 
 
 # --- the hard limit --------------------------------------------------------------------------

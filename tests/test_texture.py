@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import same_bits_for_one_and_two_threads
 from diffrender import texture
 from diffrender._ext import _C
 
@@ -193,17 +194,7 @@ def test_bit_identical_for_one_and_two_threads(filter, boundary):
     uv[:, :40] = uv[:, :40] * 0.05 + 0.5  # heavy magnification: many pixels share a few texels
     uv_da = torch.rand(2, 96, 80, 4, generator=g) * 0.05
     run = lambda t, u: texture.sample(t, u, filter, boundary, uv_da=uv_da if filter == "trilinear" else None)
-    previous = torch.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            assert _C.num_threads_used(1000) == threads
-            results.append(value_and_grads(run, tex, uv))
-    finally:
-        torch.set_num_threads(previous)
-    for one, two in zip(*results):
-        assert torch.equal(one, two)
+    same_bits_for_one_and_two_threads(lambda: value_and_grads(run, tex, uv))
 
 
 @pytest.mark.parametrize("filter", ["bilinear", "trilinear"])
