@@ -26,19 +26,20 @@ std::vector<at::Tensor> interpolate_backward(const at::Tensor& grad_out, const a
                                              const at::Tensor& triangles, const at::Tensor& triangle_ids,
                                              const at::Tensor& barycentrics);
 
-// Device kernels behind the ops, inputs already validated and contiguous.
+// Device kernels behind the ops, inputs already validated and contiguous; vertex gradients come
+// zeroed.
 void rasterize_triangles_forward_cpu(const at::Tensor& clip_vertices, const at::Tensor& triangles,
                                      at::Tensor& triangle_ids, at::Tensor& barycentrics,
                                      at::Tensor& z_buffer);
 void rasterize_triangles_backward_cpu(const at::Tensor& clip_vertices, const at::Tensor& triangles,
                                       const at::Tensor& triangle_ids, const at::Tensor& barycentrics,
-                                      const at::Tensor& grad_barycentrics, at::Tensor& grad_triangle);
+                                      const at::Tensor& grad_barycentrics, at::Tensor& grad_vertices);
 
 void interpolate_forward_cpu(const at::Tensor& attributes, const at::Tensor& triangles,
                              const at::Tensor& triangle_ids, const at::Tensor& barycentrics, at::Tensor& out);
-// grad_corners: [B,F,3,C] per-corner sums, scattered to vertices by the caller.
+// grad_attributes [B,V,C] comes zeroed; grad_bary [B,H,W,3] is fully written.
 void interpolate_backward_cpu(const at::Tensor& grad_out, const at::Tensor& attributes,
                               const at::Tensor& triangles, const at::Tensor& triangle_ids,
-                              const at::Tensor& barycentrics, at::Tensor& grad_corners, at::Tensor& grad_bary);
+                              const at::Tensor& barycentrics, at::Tensor& grad_attributes, at::Tensor& grad_bary);
 
 }  // namespace diffrender

@@ -4,7 +4,8 @@
 #include "barycentric/barycentric.h"
 
 #include "barycentric/barycentric_math.h"
-#include "barycentric/owned_pixels.h"
+#include "barycentric/won_pixel_sums.h"
+#include "common/corner_scatter.h"
 #include "common/parallel.h"
 
 namespace diffrender {
@@ -118,43 +119,33 @@ void forward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles, 
   });
 }
 
-// The caller scatters the per-corner gradients to vertices.
 template <typename T>
 void backward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles,
                    const at::Tensor& ids, const at::Tensor& bary, const at::Tensor& grad_bary,
-                   at::Tensor& grad_triangle) {
+                   at::Tensor& grad_vertices) {
   const int64_t batch = clip_vertices.size(0), num_vertices = clip_vertices.size(1);
   const int64_t num_triangles = triangles.size(0);
   const int height = static_cast<int>(ids.size(1)), width = static_cast<int>(ids.size(2));
   const auto setups = setup_triangles(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(),
                                       batch, num_vertices, num_triangles, width, height);
-  const int64_t* ids_ptr = ids.data_ptr<int64_t>();
-  const T* bary_ptr = bary.data_ptr<T>();
   const T* grad_ptr = grad_bary.data_ptr<T>();
-  T* out = grad_triangle.data_ptr<T>();  // [B,F,3,4]
-  // Won-pixel boxes are tighter than the triangles' own, which span the screen across w = 0.
-  const auto bounds = owned_pixel_bounds(ids_ptr, bary_ptr, batch, height, width, num_triangles);
-  // Won-pixel counts vary widely between triangles: interleaving balances the threads.
-  parallel_for_interleaved(batch * num_triangles, [&](int64_t i) {
-    const TriangleSetup<T>& s = setups[i];
-    const int64_t tri = i % num_triangles;
-    const int64_t image = (i / num_triangles) * int64_t(height) * width;
-    T acc[3][3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
-    const int32_t* box = bounds.data() + 4 * i;
-    for_each_owned_pixel(ids_ptr + image, bary_ptr + 3 * image, tri, box[0], box[1], box[2], box[3], width, [&](int64_t p, const T* b) {
-                           T g[3][3];
-                           barycentric_vertex_grads(s, b, grad_ptr + 3 * (image + p), g);
-                           for (int k = 0; k < 3; ++k)
-                             for (int c = 0; c < 3; ++c) acc[k][c] += g[k][c];
-                         });
-    T* o = out + i * 12;
-    for (int k = 0; k < 3; ++k) {
-      o[4 * k + 0] = acc[k][0];
-      o[4 * k + 1] = acc[k][1];
-      o[4 * k + 2] = T(0);
-      o[4 * k + 3] = acc[k][2];
-    }
-  });
+  const int64_t pixels = int64_t(height) * width;
+  // Per corner the x, y and w gradients; z stays zero.
+  at::Tensor corners = at::empty({batch, num_triangles, 3, 4}, clip_vertices.options());
+  sum_over_won_pixels(
+      ids.data_ptr<int64_t>(), bary.data_ptr<T>(), batch, height, width, num_triangles, 12, corners.data_ptr<T>(),
+      [&](int64_t p, int64_t tri, const T* b, T* sum, int64_t) {
+        T g[3][3];
+        barycentric_vertex_grads(setups[(p / pixels) * num_triangles + tri], b, grad_ptr + 3 * p, g);
+        for (int k = 0; k < 3; ++k) {
+          sum[4 * k + 0] += g[k][0];
+          sum[4 * k + 1] += g[k][1];
+          sum[4 * k + 3] += g[k][2];
+        }
+      },
+      [](int64_t) {});
+  add_corners_to_vertices(corners.data_ptr<T>(), triangles.data_ptr<int64_t>(), batch, num_triangles, num_vertices, 4,
+                          grad_vertices.data_ptr<T>());
 }
 
 }  // namespace
@@ -169,10 +160,10 @@ void rasterize_triangles_forward_cpu(const at::Tensor& clip_vertices, const at::
 
 void rasterize_triangles_backward_cpu(const at::Tensor& clip_vertices, const at::Tensor& triangles,
                                       const at::Tensor& triangle_ids, const at::Tensor& barycentrics,
-                                      const at::Tensor& grad_barycentrics, at::Tensor& grad_triangle) {
+                                      const at::Tensor& grad_barycentrics, at::Tensor& grad_vertices) {
   AT_DISPATCH_FLOATING_TYPES(clip_vertices.scalar_type(), "rasterize_triangles_backward_cpu", [&] {
     backward_impl<scalar_t>(clip_vertices, triangles, triangle_ids, barycentrics, grad_barycentrics,
-                            grad_triangle);
+                            grad_vertices);
   });
 }
 

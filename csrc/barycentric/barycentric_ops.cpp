@@ -72,10 +72,7 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
   const auto bary = barycentrics.contiguous(), grad_bary = grad_barycentrics.contiguous();
   auto grad_vertices = at::zeros_like(clip);
   if (!cuda) {
-    auto grad_triangle = at::empty({batch, triangles.size(0), 3, 4}, clip.options());
-    rasterize_triangles_backward_cpu(clip, tris, ids, bary, grad_bary, grad_triangle);
-    // Deterministic scatter of corner gradients onto shared vertices.
-    grad_vertices.index_add_(1, tris.reshape({-1}), grad_triangle.reshape({batch, -1, 4}));
+    rasterize_triangles_backward_cpu(clip, tris, ids, bary, grad_bary, grad_vertices);
     return grad_vertices;
   }
 #ifdef WITH_CUDA
@@ -158,9 +155,7 @@ std::vector<at::Tensor> interpolate_backward(const at::Tensor& grad_out, const a
   auto grad_bary = at::empty_like(bary);
   auto grad_attributes = at::zeros_like(attr);
   if (!cuda) {
-    auto grad_corners = at::empty({batch, tris.size(0), 3, channels}, attr.options());
-    interpolate_backward_cpu(grad, attr, tris, ids, bary, grad_corners, grad_bary);
-    grad_attributes.index_add_(1, tris.reshape({-1}), grad_corners.reshape({batch, -1, channels}));
+    interpolate_backward_cpu(grad, attr, tris, ids, bary, grad_attributes, grad_bary);
     return {grad_attributes, grad_bary};
   }
 #ifdef WITH_CUDA

@@ -2,7 +2,8 @@
 #include <ATen/Parallel.h>
 
 #include "barycentric/barycentric.h"
-#include "barycentric/owned_pixels.h"
+#include "barycentric/won_pixel_sums.h"
+#include "common/corner_scatter.h"
 
 namespace diffrender {
 namespace {
@@ -32,7 +33,7 @@ void forward_impl(const at::Tensor& attributes, const at::Tensor& triangles, con
 
 template <typename T>
 void backward_impl(const at::Tensor& grad_out, const at::Tensor& attributes, const at::Tensor& triangles,
-                   const at::Tensor& ids, const at::Tensor& bary, at::Tensor& grad_corners,
+                   const at::Tensor& ids, const at::Tensor& bary, at::Tensor& grad_attributes,
                    at::Tensor& grad_bary) {
   const int64_t batch = attributes.size(0), num_vertices = attributes.size(1), channels = attributes.size(2);
   const int height = static_cast<int>(ids.size(1)), width = static_cast<int>(ids.size(2));
@@ -43,20 +44,27 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& attributes, con
   const T* b = bary.data_ptr<T>();
   const T* g = grad_out.data_ptr<T>();
   T* gb = grad_bary.data_ptr<T>();
-  at::parallel_for(0, batch * pixels, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const T* a = attr + (p / pixels) * num_vertices * channels;
-      const int64_t* t = tris + 3 * id[p];
-      for (int k = 0; k < 3; ++k) {
-        const T* ak = a + t[k] * channels;
-        T sum = T(0);
-        for (int64_t c = 0; c < channels; ++c) sum += g[p * channels + c] * ak[c];
-        gb[3 * p + k] = sum;
-      }
+  // d(out)/d(b_k) = attr[tri[k]]; ids were checked on every pixel, covered or not.
+  auto barycentric_grad = [&](int64_t p) {
+    const T* a = attr + (p / pixels) * num_vertices * channels;
+    for (int k = 0; k < 3; ++k) {
+      const T* ak = a + tris[3 * id[p] + k] * channels;
+      T sum = T(0);
+      for (int64_t c = 0; c < channels; ++c) sum += g[p * channels + c] * ak[c];
+      gb[3 * p + k] = sum;
     }
-  });
-  accumulate_corner_gradients(g, id, b, batch, height, width, num_triangles, channels,
-                              grad_corners.data_ptr<T>());
+  };
+  at::Tensor corners = at::empty({batch, num_triangles, 3, channels}, attributes.options());
+  sum_over_won_pixels(
+      id, b, batch, height, width, num_triangles, 3 * channels, corners.data_ptr<T>(),
+      [&](int64_t p, int64_t, const T* weights, T* corner_sum, int64_t) {
+        barycentric_grad(p);
+        for (int k = 0; k < 3; ++k)
+          for (int64_t c = 0; c < channels; ++c) corner_sum[k * channels + c] += weights[k] * g[p * channels + c];
+      },
+      barycentric_grad);
+  add_corners_to_vertices(corners.data_ptr<T>(), tris, batch, num_triangles, num_vertices, channels,
+                          grad_attributes.data_ptr<T>());
 }
 
 }  // namespace
@@ -70,9 +78,9 @@ void interpolate_forward_cpu(const at::Tensor& attributes, const at::Tensor& tri
 
 void interpolate_backward_cpu(const at::Tensor& grad_out, const at::Tensor& attributes,
                               const at::Tensor& triangles, const at::Tensor& triangle_ids,
-                              const at::Tensor& barycentrics, at::Tensor& grad_corners, at::Tensor& grad_bary) {
+                              const at::Tensor& barycentrics, at::Tensor& grad_attributes, at::Tensor& grad_bary) {
   AT_DISPATCH_FLOATING_TYPES(attributes.scalar_type(), "interpolate_backward_cpu", [&] {
-    backward_impl<scalar_t>(grad_out, attributes, triangles, triangle_ids, barycentrics, grad_corners, grad_bary);
+    backward_impl<scalar_t>(grad_out, attributes, triangles, triangle_ids, barycentrics, grad_attributes, grad_bary);
   });
 }
 

@@ -1,12 +1,14 @@
-// CPU deferred Phong shading. The backward pass walks, per triangle, the pixels it won: each is
-// shaded once and its attribute gradient summed into the triangle's corners right away, so no sum
+// CPU deferred Phong shading. The backward pass streams the covered pixels once: each is shaded
+// and its attribute gradient summed into its triangle's corners (won_pixel_sums.h), so no sum
 // needs atomics or depends on the thread count.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 
-#include "barycentric/owned_pixels.h"
+#include "barycentric/won_pixel_sums.h"
+#include "common/corner_scatter.h"
 #include "common/parallel.h"
 #include "shading/phong_blocks.h"
 #include "shading/pixel_shading.h"
@@ -14,8 +16,6 @@
 namespace diffrender {
 namespace {
 
-// Small blocks: a triangle's cost is its won pixels, which vary a lot between triangles.
-constexpr int64_t kTrianglesPerBlock = 16;
 constexpr int64_t kPixelsPerBlock = 4096;
 
 template <typename T>
@@ -46,6 +46,18 @@ void forward_impl(const PixelShadingInputs& in, at::Tensor& rgba) {
   TORCH_CHECK_INDEX(!out_of_range.load(), "triangle_ids must lie in [0, ", num_triangles, ") on covered pixels");
 }
 
+// Calls f(std::integral_constant<int, channels>) for the packings pixel_shading_ops.cpp allows.
+template <typename F>
+void with_constant_channels(int channels, const F& f) {
+  switch (channels) {
+    case 6: return f(std::integral_constant<int, 6>());
+    case 9: return f(std::integral_constant<int, 9>());
+    case 10: return f(std::integral_constant<int, 10>());
+    case 13: return f(std::integral_constant<int, 13>());
+  }
+  TORCH_CHECK_VALUE(false, "shade_pixels: unexpected channel count ", channels);
+}
+
 template <typename T>
 void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, std::vector<at::Tensor>& grads) {
   const PixelShadingArrays<T> a = pixel_shading_arrays<T>(in);
@@ -54,45 +66,37 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
   const T* g_rgba = grad_rgba.data_ptr<T>();
   T* g_pixel_diffuse = a.pixel_diffuse ? grads[1].data_ptr<T>() : nullptr;
   T* g_bary = grads[2].data_ptr<T>();
-  // Each covered pixel is written by the one triangle that won it; the others stay zero.
-  grads[2].zero_();
-  if (g_pixel_diffuse) grads[1].zero_();
-  const auto bounds = owned_pixel_bounds(a.ids, a.bary, a.batch, height, width, num_triangles);
+  const int64_t bands_per_image = sum_bands_per_image(height);
+  PhongPartialBlocks<T> partials(a.batch * bands_per_image, bands_per_image, a.lights);
   at::Tensor corners = at::empty({a.batch, num_triangles * 3, a.channels}, in.vertex_attributes.options());
-  T* corner_grads = corners.data_ptr<T>();
-  phong_backward_in_blocks<T>(
-      a.batch, num_triangles, a.lights, kTrianglesPerBlock, grads[3].data_ptr<T>(), grads[4].data_ptr<T>(),
-      grads[5].data_ptr<T>(), grads[6].data_ptr<T>(),
-      [&](int64_t b, int64_t first, int64_t last, const PhongPartials<T>& partial) {
-        const Vec3<T> eye = load3(a.eye + 3 * b);
-        const int64_t image = b * a.pixels;
-        for (int64_t i = first; i < last; ++i) {
-          T* acc = corner_grads + i * 3 * a.channels;
-          std::fill_n(acc, 3 * a.channels, T(0));
-          const int32_t* box = bounds.data() + 4 * i;
-          for_each_owned_pixel(
-              a.ids + image, a.bary + 3 * image, i % num_triangles, box[0], box[1], box[2], box[3], width,
-              [&](int64_t pixel, const T* weights) {
-                const int64_t p = image + pixel;
-                const PixelCorners<T> corners_of_p = pixel_corners(a, p);
-                const PhongPointGrad<T> g = phong_backward(
-                    pixel_phong_point(a, corners_of_p, p), eye, a.light_positions + 3 * a.lights * b,
-                    a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(g_rgba + 4 * p),
-                    partial.eye, partial.light_positions, partial.light_intensities, partial.ambient);
-                T attribute_grad[kMaxPixelChannels];
-                pack_attribute_gradient(a, g, attribute_grad);
-                barycentric_gradient(corners_of_p, attribute_grad, a.channels, g_bary + 3 * p);
-                if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, g.diffuse);
-                for (int k = 0; k < 3; ++k)
-                  for (int c = 0; c < a.channels; ++c) acc[k * a.channels + c] += weights[k] * attribute_grad[c];
-              },
-              [&](int64_t first_pixel, int count) {
-                prefetch_span(g_rgba + 4 * (image + first_pixel), 4 * count * int64_t(sizeof(T)));
-                prefetch_span(g_bary + 3 * (image + first_pixel), 3 * count * int64_t(sizeof(T)));
-              });
-        }
-      });
-  grads[0].index_add_(1, in.triangles.reshape({-1}), corners);
+  // A compile-time channel count lets the per-channel loops unroll.
+  with_constant_channels(a.channels, [&](auto channels) {
+    sum_over_won_pixels(
+        a.ids, a.bary, a.batch, height, width, num_triangles, 3 * channels, corners.data_ptr<T>(),
+        [&](int64_t p, int64_t, const T* weights, T* corner_sum, int64_t band) {
+          const int64_t b = p / a.pixels;
+          const PixelCorners<T> corners_of_p = pixel_corners(a, p);
+          const PhongPartials<T> partial = partials.of(band);
+          const PhongPointGrad<T> g = phong_backward(
+              pixel_phong_point(a, corners_of_p, p), load3(a.eye + 3 * b), a.light_positions + 3 * a.lights * b,
+              a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(g_rgba + 4 * p),
+              partial.eye, partial.light_positions, partial.light_intensities, partial.ambient);
+          T attribute_grad[kMaxPixelChannels] = {};
+          pack_attribute_gradient(a, g, attribute_grad);
+          barycentric_gradient(corners_of_p, attribute_grad, channels, g_bary + 3 * p);
+          if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, g.diffuse);
+          for (int k = 0; k < 3; ++k)
+            for (int c = 0; c < channels; ++c) corner_sum[k * channels + c] += weights[k] * attribute_grad[c];
+        },
+        [&](int64_t p) {
+          store3(g_bary + 3 * p, Vec3<T>{0, 0, 0});
+          if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, Vec3<T>{0, 0, 0});
+        });
+  });
+  partials.add_in_block_order(grads[3].data_ptr<T>(), grads[4].data_ptr<T>(), grads[5].data_ptr<T>(),
+                              grads[6].data_ptr<T>());
+  add_corners_to_vertices(corners.data_ptr<T>(), a.triangles, a.batch, num_triangles, a.num_vertices, a.channels,
+                          grads[0].data_ptr<T>());
 }
 
 }  // namespace

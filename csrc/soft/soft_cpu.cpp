@@ -26,6 +26,7 @@
 
 #include "soft/soft.h"
 
+#include "common/corner_scatter.h"
 #include "common/parallel.h"
 
 #include <algorithm>
@@ -478,20 +479,9 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
     }
   });
 
-  // Corners to vertices, in triangle order: deterministic, and far cheaper than index_add_.
-  T* grad_v = grad_vertices.data_ptr<T>();
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      T* out = grad_v + b * num_vertices * corner_stride;
-      std::fill_n(out, num_vertices * corner_stride, T(0));
-      const T* in = out_ptr + b * num_triangles * 3 * corner_stride;
-      for (int64_t corner = 0; corner < num_triangles * 3; ++corner) {
-        T* dst = out + tris[corner] * corner_stride;
-        const T* src = in + corner * corner_stride;
-        for (int64_t ch = 0; ch < corner_stride; ++ch) dst[ch] += src[ch];
-      }
-    }
-  });
+  grad_vertices.zero_();
+  add_corners_to_vertices(out_ptr, tris, batch, num_triangles, num_vertices, corner_stride,
+                          grad_vertices.data_ptr<T>());
   if (textured) arenas.gather(batch, num_triangles, screen.options(), records);
 }
 
