@@ -170,6 +170,37 @@ def test_forward_and_backward_match_the_dense_reference(seed):
     assert float(grad[..., 2].abs().max()) == 0.0, "z gets no gradient"
 
 
+def test_a_many_triangle_scene_matches_the_dense_reference():
+    # Over 32k triangles: the rasterizer bins them in several parallel chunks, and each backward
+    # band keeps hundreds of per-triangle records.
+    clip, _ = random_scene(4, batch=1, vertices=2000)
+    generator = torch.Generator().manual_seed(4)
+    first = torch.randint(0, 2000, (40000,), generator=generator)
+    offsets = torch.stack([torch.randint(1, 1000, (40000,), generator=generator),
+                           torch.randint(1000, 2000, (40000,), generator=generator)], 1)
+    triangles = torch.cat([first[:, None], (first[:, None] + offsets) % 2000], 1)  # three distinct corners
+    ids, bary, z = barycentric.rasterize_triangles(clip, triangles, 9, 7)
+    ref_ids, ref_bary, ref_z = rasterize_triangles_reference(clip, triangles, 9, 7)
+    assert torch.equal(ids, ref_ids)
+    assert torch.allclose(bary, ref_bary, atol=1e-12)
+    weights = torch.randn(bary.shape, dtype=bary.dtype, generator=torch.Generator().manual_seed(4))
+    leaf = clip.clone().requires_grad_(True)
+    grad, = torch.autograd.grad((barycentric.rasterize_triangles(leaf, triangles, 9, 7)[1] * weights).sum(), leaf)
+    ref_grad, = torch.autograd.grad((rasterize_triangles_reference(leaf, triangles, 9, 7)[1] * weights).sum(), leaf)
+    assert grad.abs().sum() > 0
+    assert torch.allclose(grad, ref_grad, rtol=1e-9, atol=1e-9)
+
+
+def test_equal_depths_go_to_the_last_of_many_triangles():
+    copies = 20000  # 40,000 triangles, binned in several chunks
+    quad = torch.tensor([[-1.0, -1.0, 0.5, 1.0], [1.0, -1.0, 0.5, 1.0], [1.0, 1.0, 0.5, 1.0], [-1.0, 1.0, 0.5, 1.0]])
+    clip = quad.repeat(copies, 1)[None]
+    corners = torch.arange(copies)[:, None, None] * 4 + torch.tensor([[0, 1, 2], [0, 2, 3]])
+    ids, bary, _ = barycentric.rasterize_triangles(clip, corners.reshape(-1, 3), 16, 12)
+    assert bary.sum(-1).min() > 0.99
+    assert set(ids.unique().tolist()) <= {2 * copies - 2, 2 * copies - 1}
+
+
 def test_float32_matches_float64():
     clip, triangles = random_scene(3)
     ids64, bary64, _ = barycentric.rasterize_triangles(clip, triangles, 31, 29)

@@ -12,20 +12,37 @@ namespace diffrender {
 namespace {
 
 constexpr int kBandRows = 8;
+constexpr int64_t kPrefetchAhead = 16;
+
+// Every triangle's setup, and the bands of rows it may cover ({first, last}, first > last when
+// it covers no pixel centre), which binning reads without touching the larger setups.
+template <typename T>
+struct Setups {
+  std::vector<TriangleSetup<T>> setups;
+  std::vector<int32_t> bands;  // [B*F*2]
+};
 
 template <typename T>
-std::vector<TriangleSetup<T>> setup_triangles(const T* clip, const int64_t* tris, int64_t batch,
-                                              int64_t num_vertices, int64_t num_triangles, int width,
-                                              int height) {
-  std::vector<TriangleSetup<T>> setups(batch * num_triangles);
+Setups<T> setup_triangles(const T* clip, const int64_t* tris, int64_t batch, int64_t num_vertices,
+                          int64_t num_triangles, int width, int height) {
+  Setups<T> out{std::vector<TriangleSetup<T>>(batch * num_triangles), std::vector<int32_t>(2 * batch * num_triangles)};
   at::parallel_for(0, batch * num_triangles, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T* v = clip + (i / num_triangles) * num_vertices * 4;
       const int64_t* t = tris + (i % num_triangles) * 3;
-      setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, setups[i]);
+      // Dense meshes index vertices far apart: start loading those of a later triangle now.
+      if (i + kPrefetchAhead < end && (i + kPrefetchAhead) % num_triangles >= kPrefetchAhead) {
+        const int64_t* later = t + 3 * kPrefetchAhead;
+        for (int k = 0; k < 3; ++k) __builtin_prefetch(v + 4 * later[k]);
+      }
+      TriangleSetup<T>& s = out.setups[i];
+      setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, s);
+      const bool empty = s.x_min > s.x_max || s.y_min > s.y_max;
+      out.bands[2 * i] = empty ? 1 : s.y_min / kBandRows;
+      out.bands[2 * i + 1] = empty ? 0 : s.y_max / kBandRows;
     }
   });
-  return setups;
+  return out;
 }
 
 // Compressed lists of the triangles touching each band of each batch item, in triangle order.
@@ -34,27 +51,43 @@ struct BandBins {
   std::vector<int32_t> triangles;
 };
 
-template <typename T>
-BandBins bin_by_band(const std::vector<TriangleSetup<T>>& setups, int64_t batch, int64_t num_triangles,
-                     int64_t bands) {
+// A counting sort in parallel: chunks of consecutive triangles count their bins, then fill their
+// own slots, chunk after chunk within each bin, so every bin lists its triangles in index order.
+inline BandBins bin_by_band(const std::vector<int32_t>& triangle_bands, int64_t batch, int64_t num_triangles,
+                            int64_t bands) {
+  const int64_t total = batch * num_triangles, bins_count = batch * bands;
+  const int64_t chunks = std::min<int64_t>(64, std::max<int64_t>(1, total / 16384));
+  auto chunk_begin = [&](int64_t chunk) { return total * chunk / chunks; };
+  auto for_each_bin = [&](int64_t i, auto&& use) {
+    const int64_t image_bins = (i / num_triangles) * bands;
+    for (int band = triangle_bands[2 * i]; band <= triangle_bands[2 * i + 1]; ++band) use(image_bins + band);
+  };
+  std::vector<int64_t> cursor(chunks * bins_count, 0);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk)
+      for (int64_t i = chunk_begin(chunk); i < chunk_begin(chunk + 1); ++i)
+        for_each_bin(i, [&](int64_t bin) { ++cursor[chunk * bins_count + bin]; });
+  });
   BandBins bins;
-  bins.offsets.assign(batch * bands + 1, 0);
-  for (int64_t i = 0; i < batch * num_triangles; ++i) {
-    const auto& s = setups[i];
-    if (s.x_min > s.x_max || s.y_min > s.y_max) continue;
-    int64_t* row = bins.offsets.data() + (i / num_triangles) * bands + 1;
-    for (int band = s.y_min / kBandRows; band <= s.y_max / kBandRows; ++band) ++row[band];
+  bins.offsets.assign(bins_count + 1, 0);
+  int64_t running = 0;
+  for (int64_t bin = 0; bin < bins_count; ++bin) {
+    bins.offsets[bin] = running;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t count = cursor[chunk * bins_count + bin];
+      cursor[chunk * bins_count + bin] = running;
+      running += count;
+    }
   }
-  for (size_t k = 1; k < bins.offsets.size(); ++k) bins.offsets[k] += bins.offsets[k - 1];
-  bins.triangles.resize(bins.offsets.back());
-  std::vector<int64_t> cursor(bins.offsets.begin(), bins.offsets.end() - 1);
-  for (int64_t i = 0; i < batch * num_triangles; ++i) {
-    const auto& s = setups[i];
-    if (s.x_min > s.x_max || s.y_min > s.y_max) continue;
-    int64_t* row = cursor.data() + (i / num_triangles) * bands;
-    for (int band = s.y_min / kBandRows; band <= s.y_max / kBandRows; ++band)
-      bins.triangles[row[band]++] = static_cast<int32_t>(i % num_triangles);
-  }
+  bins.offsets[bins_count] = running;
+  bins.triangles.resize(running);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk)
+      for (int64_t i = chunk_begin(chunk); i < chunk_begin(chunk + 1); ++i)
+        for_each_bin(i, [&](int64_t bin) {
+          bins.triangles[cursor[chunk * bins_count + bin]++] = static_cast<int32_t>(i % num_triangles);
+        });
+  });
   return bins;
 }
 
@@ -97,9 +130,9 @@ void forward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles, 
   const int64_t num_triangles = triangles.size(0);
   const int height = static_cast<int>(ids.size(1)), width = static_cast<int>(ids.size(2));
   const int64_t bands = (height + kBandRows - 1) / kBandRows;
-  const auto setups = setup_triangles(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(),
-                                      batch, num_vertices, num_triangles, width, height);
-  const BandBins bins = bin_by_band(setups, batch, num_triangles, bands);
+  const Setups<T> prepared = setup_triangles(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(), batch,
+                                           num_vertices, num_triangles, width, height);
+  const BandBins bins = bin_by_band(prepared.bands, batch, num_triangles, bands);
   int64_t* ids_ptr = ids.data_ptr<int64_t>();
   T* bary_ptr = bary.data_ptr<T>();
   T* z_ptr = zbuf.data_ptr<T>();
@@ -113,7 +146,7 @@ void forward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles, 
     std::fill_n(ids_ptr + image + first, pixels, int64_t(0));
     std::fill_n(bary_ptr + 3 * (image + first), 3 * pixels, T(0));
     std::fill_n(z_ptr + image + first, pixels, T(1));
-    rasterize_band(setups.data() + b * num_triangles, bins.triangles.data() + bins.offsets[item],
+    rasterize_band(prepared.setups.data() + b * num_triangles, bins.triangles.data() + bins.offsets[item],
                    bins.offsets[item + 1] - bins.offsets[item], y0, y1, width, height,
                    ids_ptr + image, bary_ptr + 3 * image, z_ptr + image);
   });
@@ -126,26 +159,35 @@ void backward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles,
   const int64_t batch = clip_vertices.size(0), num_vertices = clip_vertices.size(1);
   const int64_t num_triangles = triangles.size(0);
   const int height = static_cast<int>(ids.size(1)), width = static_cast<int>(ids.size(2));
-  const auto setups = setup_triangles(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(),
-                                      batch, num_vertices, num_triangles, width, height);
+  const T* clip = clip_vertices.data_ptr<T>();
+  const int64_t* tris = triangles.data_ptr<int64_t>();
   const T* grad_ptr = grad_bary.data_ptr<T>();
   const int64_t pixels = int64_t(height) * width;
+  // Only triangles that won pixels need a setup: each band makes its own as it meets them, far
+  // fewer than the triangles of a dense mesh.
+  std::vector<std::vector<TriangleSetup<T>>> band_setups(batch * sum_bands_per_image(height));
   // Per corner the x, y and w gradients; z stays zero.
-  at::Tensor corners = at::empty({batch, num_triangles, 3, 4}, clip_vertices.options());
-  sum_over_won_pixels(
-      ids.data_ptr<int64_t>(), bary.data_ptr<T>(), batch, height, width, num_triangles, 12, corners.data_ptr<T>(),
-      [&](int64_t p, int64_t tri, const T* b, T* sum, int64_t) {
+  const WonTriangleSums<T> corners = sum_over_won_pixels(
+      ids.data_ptr<int64_t>(), bary.data_ptr<T>(), batch, height, width, num_triangles, 12,
+      [&](const WonPixel<T>& won) {
+        std::vector<TriangleSetup<T>>& setups = band_setups[won.band];
+        if (won.record == static_cast<int32_t>(setups.size())) {
+          const T* v = clip + (won.pixel / pixels) * num_vertices * 4;
+          const int64_t* t = tris + 3 * won.triangle;
+          setups.emplace_back();
+          setup_triangle_edges(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], setups.back());
+        }
         T g[3][3];
-        barycentric_vertex_grads(setups[(p / pixels) * num_triangles + tri], b, grad_ptr + 3 * p, g);
+        barycentric_vertex_grads(setups[won.record], won.weights, grad_ptr + 3 * won.pixel, g);
         for (int k = 0; k < 3; ++k) {
-          sum[4 * k + 0] += g[k][0];
-          sum[4 * k + 1] += g[k][1];
-          sum[4 * k + 3] += g[k][2];
+          won.sum[4 * k + 0] += g[k][0];
+          won.sum[4 * k + 1] += g[k][1];
+          won.sum[4 * k + 3] += g[k][2];
         }
       },
       [](int64_t) {});
-  add_corners_to_vertices(corners.data_ptr<T>(), triangles.data_ptr<int64_t>(), batch, num_triangles, num_vertices, 4,
-                          grad_vertices.data_ptr<T>());
+  add_corners_to_vertices(corners.sums.data(), corners.keys.data(), corners.keys.size(), tris, batch,
+                          num_triangles, num_vertices, 4, grad_vertices.data_ptr<T>());
 }
 
 }  // namespace

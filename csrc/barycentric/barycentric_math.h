@@ -18,11 +18,10 @@ struct TriangleSetup {
   int x_min, x_max, y_min, y_max;  // inclusive pixel bounds; x_min > x_max when nothing is covered
 };
 
-// Loads clip vertex k of triangle (i0, i1, i2) as columns of M and builds the setup. Triangles
-// with det(M) == 0 are degenerate (zero area or seen edge-on) and get an empty bounding box.
+// The edge functions, z and w of a triangle from its clip vertices (x, y, z, w), the columns of
+// M. Returns false when det(M) == 0: the triangle is degenerate (zero area, or seen edge-on).
 template <typename T>
-HOST_DEVICE void setup_triangle(const T* v0, const T* v1, const T* v2, int width, int height,
-                                TriangleSetup<T>& s) {
+HOST_DEVICE bool setup_triangle_edges(const T* v0, const T* v1, const T* v2, TriangleSetup<T>& s) {
   const T x0 = v0[0], y0 = v0[1], w0 = v0[3];
   const T x1 = v1[0], y1 = v1[1], w1 = v1[3];
   const T x2 = v2[0], y2 = v2[1], w2 = v2[3];
@@ -39,14 +38,25 @@ HOST_DEVICE void setup_triangle(const T* v0, const T* v1, const T* v2, int width
   const T det = x0 * m[0] + x1 * m[3] + x2 * m[6];
   s.z[0] = v0[2]; s.z[1] = v1[2]; s.z[2] = v2[2];
   s.w[0] = w0; s.w[1] = w1; s.w[2] = w2;
-  s.x_min = 0; s.x_max = width - 1; s.y_min = 0; s.y_max = height - 1;
-  if (!(det != T(0))) {  // also rejects NaN
-    s.x_min = 1; s.x_max = 0;
-    return;
-  }
+  if (!(det != T(0))) return false;  // also rejects NaN
   if (det < T(0)) {
     for (int i = 0; i < 9; ++i) m[i] = -m[i];
   }
+  return true;
+}
+
+// The edge functions plus the pixel bounds; degenerate triangles get an empty box.
+template <typename T>
+HOST_DEVICE void setup_triangle(const T* v0, const T* v1, const T* v2, int width, int height,
+                                TriangleSetup<T>& s) {
+  s.x_min = 0; s.x_max = width - 1; s.y_min = 0; s.y_max = height - 1;
+  if (!setup_triangle_edges(v0, v1, v2, s)) {
+    s.x_min = 1; s.x_max = 0;
+    return;
+  }
+  const T x0 = v0[0], y0 = v0[1], w0 = v0[3];
+  const T x1 = v1[0], y1 = v1[1], w1 = v1[3];
+  const T x2 = v2[0], y2 = v2[1], w2 = v2[3];
   if (w0 > T(0) && w1 > T(0) && w2 > T(0)) {
     // In front of the eye: the projected vertices bound the triangle, and only pixel centres
     // inside that box can pass the edge test. A small margin absorbs the rounding of x/w, so

@@ -54,17 +54,17 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& attributes, con
       gb[3 * p + k] = sum;
     }
   };
-  at::Tensor corners = at::empty({batch, num_triangles, 3, channels}, attributes.options());
-  sum_over_won_pixels(
-      id, b, batch, height, width, num_triangles, 3 * channels, corners.data_ptr<T>(),
-      [&](int64_t p, int64_t, const T* weights, T* corner_sum, int64_t) {
-        barycentric_grad(p);
+  const WonTriangleSums<T> corners = sum_over_won_pixels(
+      id, b, batch, height, width, num_triangles, 3 * channels,
+      [&](const WonPixel<T>& won) {
+        barycentric_grad(won.pixel);
+        const T* gp = g + won.pixel * channels;
         for (int k = 0; k < 3; ++k)
-          for (int64_t c = 0; c < channels; ++c) corner_sum[k * channels + c] += weights[k] * g[p * channels + c];
+          for (int64_t c = 0; c < channels; ++c) won.sum[k * channels + c] += won.weights[k] * gp[c];
       },
       barycentric_grad);
-  add_corners_to_vertices(corners.data_ptr<T>(), tris, batch, num_triangles, num_vertices, channels,
-                          grad_attributes.data_ptr<T>());
+  add_corners_to_vertices(corners.sums.data(), corners.keys.data(), corners.keys.size(), tris, batch,
+                          num_triangles, num_vertices, channels, grad_attributes.data_ptr<T>());
 }
 
 }  // namespace

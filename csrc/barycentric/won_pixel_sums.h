@@ -29,16 +29,32 @@ struct BandSums {
   std::vector<T> sums;
 };
 
+// What a visit sees of one covered pixel.
+template <typename T>
+struct WonPixel {
+  int64_t pixel;     // index in the [B*H*W] stack
+  int64_t triangle;  // the triangle that won it
+  const T* weights;  // its barycentrics
+  T* sum;            // the triangle's running sum in this band (sum_size values)
+  int64_t band;      // in [0, B * sum_bands_per_image(H)), one thread's at a time
+  int32_t record;    // the triangle's record in this band, numbered from 0 as the band meets them
+};
+
+// The triangles that won pixels, with their sums over those pixels.
+template <typename T>
+struct WonTriangleSums {
+  std::vector<int64_t> keys;  // image * F + triangle, increasing
+  std::vector<T> sums;        // [keys.size(), sum_size]
+};
+
 // Streams every covered pixel (barycentrics summing to about 1; uncovered pixels carry zeros) of
-// ids [B,H,W] and bary [B,H,W,3], band by band: visit(pixel, triangle, weights, sum, band) gets the
-// pixel's index in the [B*H*W] stack, its triangle and barycentrics, that triangle's running sum
-// in this band (sum_size values) and the band's index in [0, B * sum_bands_per_image(H)).
-// Uncovered pixels go to skip(pixel). Returns sums [B*F*sum_size]: per triangle, the total over
-// the pixels it won, zero for the others. The id of a covered pixel is checked before it is used.
+// ids [B,H,W] and bary [B,H,W,3], band by band, calling visit(const WonPixel<T>&); uncovered
+// pixels go to skip(pixel). Returns, per triangle that won pixels, its total over them. The id of
+// a covered pixel is checked before it is used.
 template <typename T, typename Visit, typename Skip>
-void sum_over_won_pixels(const int64_t* ids, const T* bary, int64_t batch, int height, int width,
-                         int64_t num_triangles, int64_t sum_size, T* sums, const Visit& visit,
-                         const Skip& skip) {
+WonTriangleSums<T> sum_over_won_pixels(const int64_t* ids, const T* bary, int64_t batch, int height, int width,
+                                       int64_t num_triangles, int64_t sum_size, const Visit& visit,
+                                       const Skip& skip) {
   const int64_t bands = sum_bands_per_image(height);
   std::vector<BandSums<T>> band_sums(batch * bands);
   std::atomic<bool> out_of_range{false};
@@ -67,7 +83,7 @@ void sum_over_won_pixels(const int64_t* ids, const T* bary, int64_t batch, int h
             own.triangles.push_back(static_cast<int32_t>(tri));
             own.sums.resize(own.sums.size() + sum_size, T(0));
           }
-          visit(p, tri, weights, own.sums.data() + slot * sum_size, band);
+          visit(WonPixel<T>{p, tri, weights, own.sums.data() + slot * sum_size, band, slot});
         }
         for (int32_t tri : own.triangles) slot_of[tri] = -1;
       });
@@ -77,6 +93,9 @@ void sum_over_won_pixels(const int64_t* ids, const T* bary, int64_t batch, int h
   std::vector<int64_t> offsets(batch * num_triangles + 1, 0);
   for (int64_t band = 0; band < batch * bands; ++band)
     for (int32_t tri : band_sums[band].triangles) ++offsets[(band / bands) * num_triangles + tri + 1];
+  WonTriangleSums<T> won;
+  for (int64_t key = 0; key < batch * num_triangles; ++key)
+    if (offsets[key + 1] > 0) won.keys.push_back(key);
   for (size_t i = 1; i < offsets.size(); ++i) offsets[i] += offsets[i - 1];
   std::vector<const T*> records(offsets.back());
   std::vector<int64_t> cursor(offsets.begin(), offsets.end() - 1);
@@ -85,14 +104,16 @@ void sum_over_won_pixels(const int64_t* ids, const T* bary, int64_t batch, int h
     for (size_t r = 0; r < own.triangles.size(); ++r)
       records[cursor[(band / bands) * num_triangles + own.triangles[r]]++] = own.sums.data() + r * sum_size;
   }
-  at::parallel_for(0, batch * num_triangles, 1024, [&](int64_t begin, int64_t end) {
+  won.sums.assign(won.keys.size() * sum_size, T(0));
+  at::parallel_for(0, static_cast<int64_t>(won.keys.size()), 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      T* out = sums + i * sum_size;
-      std::fill_n(out, sum_size, T(0));
-      for (int64_t r = offsets[i]; r < offsets[i + 1]; ++r)
+      T* out = won.sums.data() + i * sum_size;
+      const int64_t key = won.keys[i];
+      for (int64_t r = offsets[key]; r < offsets[key + 1]; ++r)
         for (int64_t c = 0; c < sum_size; ++c) out[c] += records[r][c];
     }
   });
+  return won;
 }
 
 }  // namespace diffrender

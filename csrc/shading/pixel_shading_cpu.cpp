@@ -68,15 +68,15 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
   T* g_bary = grads[2].data_ptr<T>();
   const int64_t bands_per_image = sum_bands_per_image(height);
   PhongPartialBlocks<T> partials(a.batch * bands_per_image, bands_per_image, a.lights);
-  at::Tensor corners = at::empty({a.batch, num_triangles * 3, a.channels}, in.vertex_attributes.options());
   // A compile-time channel count lets the per-channel loops unroll.
+  WonTriangleSums<T> corners;
   with_constant_channels(a.channels, [&](auto channels) {
-    sum_over_won_pixels(
-        a.ids, a.bary, a.batch, height, width, num_triangles, 3 * channels, corners.data_ptr<T>(),
-        [&](int64_t p, int64_t, const T* weights, T* corner_sum, int64_t band) {
-          const int64_t b = p / a.pixels;
+    corners = sum_over_won_pixels(
+        a.ids, a.bary, a.batch, height, width, num_triangles, 3 * channels,
+        [&](const WonPixel<T>& won) {
+          const int64_t p = won.pixel, b = p / a.pixels;
           const PixelCorners<T> corners_of_p = pixel_corners(a, p);
-          const PhongPartials<T> partial = partials.of(band);
+          const PhongPartials<T> partial = partials.of(won.band);
           const PhongPointGrad<T> g = phong_backward(
               pixel_phong_point(a, corners_of_p, p), load3(a.eye + 3 * b), a.light_positions + 3 * a.lights * b,
               a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(g_rgba + 4 * p),
@@ -86,7 +86,7 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
           barycentric_gradient(corners_of_p, attribute_grad, channels, g_bary + 3 * p);
           if (g_pixel_diffuse) store3(g_pixel_diffuse + 3 * p, g.diffuse);
           for (int k = 0; k < 3; ++k)
-            for (int c = 0; c < channels; ++c) corner_sum[k * channels + c] += weights[k] * attribute_grad[c];
+            for (int c = 0; c < channels; ++c) won.sum[k * channels + c] += won.weights[k] * attribute_grad[c];
         },
         [&](int64_t p) {
           store3(g_bary + 3 * p, Vec3<T>{0, 0, 0});
@@ -95,8 +95,8 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
   });
   partials.add_in_block_order(grads[3].data_ptr<T>(), grads[4].data_ptr<T>(), grads[5].data_ptr<T>(),
                               grads[6].data_ptr<T>());
-  add_corners_to_vertices(corners.data_ptr<T>(), a.triangles, a.batch, num_triangles, a.num_vertices, a.channels,
-                          grads[0].data_ptr<T>());
+  add_corners_to_vertices(corners.sums.data(), corners.keys.data(), corners.keys.size(), a.triangles, a.batch,
+                          num_triangles, a.num_vertices, a.channels, grads[0].data_ptr<T>());
 }
 
 }  // namespace
