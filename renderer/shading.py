@@ -114,7 +114,7 @@ class _ShadePixels(torch.autograd.Function):
     def backward(ctx, grad_rgba):
         (grad_attributes, grad_pixel_diffuse, grad_barycentrics, grad_eye, grad_light_positions,
          grad_light_intensities, grad_ambient) = _C.shade_pixels_backward(
-            grad_rgba.contiguous(), *ctx.saved_tensors, ctx.with_specular)
+            grad_rgba, *ctx.saved_tensors, ctx.with_specular)
         return (grad_attributes, grad_pixel_diffuse, None, None, grad_barycentrics, grad_eye,
                 grad_light_positions, grad_light_intensities, grad_ambient, None)
 

@@ -89,6 +89,35 @@ def test_gradcheck_with_specular_and_per_pixel_diffuse():
     assert torch.autograd.gradcheck(shade, leaves)
 
 
+@pytest.mark.parametrize("layout", ["broadcast scalar", "broadcast per batch", "transposed", "channels last step"])
+def test_strided_output_gradients_match_contiguous_ones(layout):
+    """image.sum() hands the backward one value broadcast over the image, read in place; other
+    layouts are copied out. Either way the gradients equal those from a contiguous tensor."""
+    vertices, faces, ids, bary = rasterized_sphere()
+    batch2 = [torch.cat([t, t]) for t in (vertices, ids, bary)]
+    vertices, ids, bary = batch2
+    inputs = {k: (torch.cat([v, v]) if v is not None else None)
+              for k, v in shading_inputs(2, vertices[:1], True, False).items()}
+    g = torch.Generator().manual_seed(4)
+    strided = {
+        "broadcast scalar": torch.tensor(0.7, dtype=torch.float64).expand(2, SIZE, SIZE, 4),
+        "broadcast per batch": torch.rand(2, 1, 1, 1, generator=g, dtype=torch.float64).expand(2, SIZE, SIZE, 4),
+        "transposed": torch.rand(2, SIZE, SIZE, 4, generator=g, dtype=torch.float64).transpose(1, 2),
+        "channels last step": torch.rand(2, SIZE, SIZE, 8, generator=g, dtype=torch.float64)[..., ::2],
+    }[layout]
+    names = ["positions", "normals", "diffuse_colors", "light_positions", "specular_colors"]
+
+    def gradients(grad_output):
+        leaves = {k: inputs[k].clone().requires_grad_(True) for k in names}
+        bary_leaf = bary.clone().requires_grad_(True)
+        out = shade_pixels(faces, ids, bary_leaf, **{**inputs, **leaves})
+        return torch.autograd.grad(out, [*leaves.values(), bary_leaf], grad_output)
+
+    for name, got, expected in zip(names + ["barycentrics"], gradients(strided), gradients(strided.contiguous())):
+        assert expected.abs().max() > 0, name
+        assert torch.equal(got, expected), name
+
+
 def test_bit_identical_for_one_and_two_threads():
     vertices, faces, ids, bary = rasterized_sphere(torch.float32)
     inputs = shading_inputs(5, vertices, specular=True, per_pixel_diffuse=False)

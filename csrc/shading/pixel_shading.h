@@ -39,6 +39,13 @@ PixelShadingArrays<T> pixel_shading_arrays(const PixelShadingInputs& in) {
           in.with_specular};
 }
 
+// A [B,H,W,4] per-pixel gradient whose pixels sit one stride apart: contiguous, or broadcast
+// (see PixelGradient); the caller makes any other layout contiguous first.
+template <typename T>
+PixelGradient<T> pixel_gradient(const at::Tensor& grad) {
+  return {grad.data_ptr<T>(), grad.stride(2), grad.stride(3)};
+}
+
 // RGBA [B,H,W,4]: shaded colour and alpha 1 on covered pixels, 0 elsewhere.
 at::Tensor shade_pixels_forward(const at::Tensor& vertex_attributes, const c10::optional<at::Tensor>& pixel_diffuse,
                                 const at::Tensor& triangles, const at::Tensor& triangle_ids,
@@ -56,6 +63,7 @@ std::vector<at::Tensor> shade_pixels_backward(const at::Tensor& grad_rgba, const
                                               const at::Tensor& ambient, bool with_specular);
 
 void shade_pixels_forward_cpu(const PixelShadingInputs& in, at::Tensor& rgba);
+// grad_rgba: laid out for pixel_gradient.
 void shade_pixels_backward_cpu(const PixelShadingInputs& in, const at::Tensor& grad_rgba,
                                std::vector<at::Tensor>& grads);
 

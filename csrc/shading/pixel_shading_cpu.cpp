@@ -63,7 +63,7 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
   const PixelShadingArrays<T> a = pixel_shading_arrays<T>(in);
   const int height = static_cast<int>(in.triangle_ids.size(1)), width = static_cast<int>(in.triangle_ids.size(2));
   const int64_t num_triangles = in.triangles.size(0);
-  const T* g_rgba = grad_rgba.data_ptr<T>();
+  const PixelGradient<T> g_rgba = pixel_gradient<T>(grad_rgba);
   T* g_pixel_diffuse = a.pixel_diffuse ? grads[1].data_ptr<T>() : nullptr;
   T* g_bary = grads[2].data_ptr<T>();
   const int64_t bands_per_image = sum_bands_per_image(height);
@@ -79,7 +79,7 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
           const PhongPartials<T> partial = partials.of(won.band);
           const PhongPointGrad<T> g = phong_backward(
               pixel_phong_point(a, corners_of_p, p), load3(a.eye + 3 * b), a.light_positions + 3 * a.lights * b,
-              a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(g_rgba + 4 * p),
+              a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load_rgb_gradient(g_rgba, p),
               partial.eye, partial.light_positions, partial.light_intensities, partial.ambient);
           T attribute_grad[kMaxPixelChannels] = {};
           pack_attribute_gradient(a, g, attribute_grad);

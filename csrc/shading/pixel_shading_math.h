@@ -25,6 +25,20 @@ struct PixelShadingArrays {
   bool with_specular;
 };
 
+// d(loss)/d(RGBA) per pixel, read through strides: a loss such as image.sum() hands back one
+// value broadcast over the image (stride 0), which would cost more to copy out than to shade.
+template <typename T>
+struct PixelGradient {
+  const T* data;
+  int64_t pixel_stride, channel_stride;
+};
+
+template <typename T>
+HOST_DEVICE Vec3<T> load_rgb_gradient(const PixelGradient<T>& g, int64_t p) {
+  const T* first = g.data + p * g.pixel_stride;
+  return {first[0], first[g.channel_stride], first[2 * g.channel_stride]};
+}
+
 constexpr int kPositionOffset = 0, kNormalOffset = 3, kVertexDiffuseOffset = 6;
 constexpr int kMaxPixelChannels = 13;  // position, normal, diffuse, specular, shininess
 

@@ -97,7 +97,11 @@ std::vector<at::Tensor> shade_pixels_backward(const at::Tensor& grad_rgba, const
   TORCH_CHECK_VALUE(grad_rgba.sizes() == (std::vector<int64_t>{ids.size(0), ids.size(1), ids.size(2), 4}),
                     "grad_rgba must be [B,H,W,4], got ", grad_rgba.sizes());
   check_same_device_dtype(in.vertex_attributes, grad_rgba, "vertex_attributes", "grad_rgba");
-  const auto grad = grad_rgba.contiguous();
+  const auto n = grad_rgba.sizes();
+  const auto s = grad_rgba.strides();
+  const bool pixels_one_stride_apart =
+      (n[0] == 1 || s[0] == n[1] * n[2] * s[2]) && (n[1] == 1 || s[1] == n[2] * s[2]);
+  const auto grad = pixels_one_stride_apart ? grad_rgba : grad_rgba.contiguous();
   std::vector<at::Tensor> grads = {at::zeros_like(in.vertex_attributes),
                                    in.pixel_diffuse ? at::empty_like(*in.pixel_diffuse) : at::Tensor(),
                                    at::empty_like(in.barycentrics),
@@ -114,7 +118,7 @@ std::vector<at::Tensor> shade_pixels_backward(const at::Tensor& grad_rgba, const
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "shade_pixels_backward_cuda", [&] {
     scalar_t* pointers[7];
     for (int k = 0; k < 7; ++k) pointers[k] = grads[k].defined() ? grads[k].data_ptr<scalar_t>() : nullptr;
-    check_cuda(shade_pixels_backward_cuda<scalar_t>(pixel_shading_arrays<scalar_t>(in), grad.data_ptr<scalar_t>(),
+    check_cuda(shade_pixels_backward_cuda<scalar_t>(pixel_shading_arrays<scalar_t>(in), pixel_gradient<scalar_t>(grad),
                                                     pointers, current_stream()),
                "shade_pixels backward");
   });

@@ -86,7 +86,7 @@ __global__ void shade_pixels(PixelShadingArrays<T> a, T* rgba) {
 // b_k · d/d(attributes) for each corner, keyed by vertex for ordered_scatter_add (uncovered pixels
 // get keys past the end, which it ignores).
 template <typename T>
-__global__ void shade_pixels_backward(PixelShadingArrays<T> a, const T* grad_rgba, T* g_bary, T* g_pixel_diffuse,
+__global__ void shade_pixels_backward(PixelShadingArrays<T> a, PixelGradient<T> grad_rgba, T* g_bary, T* g_pixel_diffuse,
                                       T* rows, int64_t row_size, int64_t* keys, T* contributions) {
   const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (p >= a.batch * a.pixels) return;
@@ -105,7 +105,7 @@ __global__ void shade_pixels_backward(PixelShadingArrays<T> a, const T* grad_rgb
   const PixelCorners<T> corners = pixel_corners(a, p);
   const PhongPointGrad<T> g = phong_backward(
       pixel_phong_point(a, corners, p), load3(a.eye + 3 * b), a.light_positions + 3 * a.lights * b,
-      a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load3(grad_rgba + 4 * p), row, row + 3,
+      a.light_intensities + 3 * a.lights * b, static_cast<int>(a.lights), load_rgb_gradient(grad_rgba, p), row, row + 3,
       row + 3 + 3 * a.lights, row + 3 + 6 * a.lights);
   T attribute_grad[kMaxPixelChannels];
   pack_attribute_gradient(a, g, attribute_grad);
@@ -164,7 +164,8 @@ cudaError_t shade_pixels_forward_cuda(const PixelShadingArrays<T>& in, T* rgba, 
 }
 
 template <typename T>
-cudaError_t shade_pixels_backward_cuda(const PixelShadingArrays<T>& in, const T* grad_rgba, T* const grads[7],
+cudaError_t shade_pixels_backward_cuda(const PixelShadingArrays<T>& in, const PixelGradient<T>& grad_rgba,
+                                       T* const grads[7],
                                        cudaStream_t stream) {
   const int64_t total = in.batch * in.pixels, row_size = 6 + 6 * in.lights;
   if (total == 0) return cudaSuccess;
@@ -189,9 +190,9 @@ template cudaError_t phong_backward_cuda<double>(const PhongArrays<double>&, con
                                                  cudaStream_t);
 template cudaError_t shade_pixels_forward_cuda<float>(const PixelShadingArrays<float>&, float*, cudaStream_t);
 template cudaError_t shade_pixels_forward_cuda<double>(const PixelShadingArrays<double>&, double*, cudaStream_t);
-template cudaError_t shade_pixels_backward_cuda<float>(const PixelShadingArrays<float>&, const float*,
-                                                       float* const[7], cudaStream_t);
-template cudaError_t shade_pixels_backward_cuda<double>(const PixelShadingArrays<double>&, const double*,
-                                                        double* const[7], cudaStream_t);
+template cudaError_t shade_pixels_backward_cuda<float>(const PixelShadingArrays<float>&,
+                                                       const PixelGradient<float>&, float* const[7], cudaStream_t);
+template cudaError_t shade_pixels_backward_cuda<double>(const PixelShadingArrays<double>&,
+                                                        const PixelGradient<double>&, double* const[7], cudaStream_t);
 
 }  // namespace diffrender

@@ -26,7 +26,8 @@ cudaError_t shade_pixels_forward_cuda(const PixelShadingArrays<T>& in, T* rgba, 
 // grads: vertex_attributes [B,V,A] (zeroed by the caller), pixel_diffuse (may be null),
 // barycentrics, then eye, light_positions, light_intensities, ambient (zeroed by the caller).
 template <typename T>
-cudaError_t shade_pixels_backward_cuda(const PixelShadingArrays<T>& in, const T* grad_rgba, T* const grads[7],
+cudaError_t shade_pixels_backward_cuda(const PixelShadingArrays<T>& in, const PixelGradient<T>& grad_rgba,
+                                       T* const grads[7],
                                        cudaStream_t stream);
 
 }  // namespace diffrender
