@@ -30,7 +30,7 @@ from diffrender.video import VideoError
 
 from .config import FitConfig, Override, load_config, parse_value
 from .errors import CliError, bad_argument, one_line_errors
-from .scene import parse_floats, parse_size
+from .scene import DeviceOption, parse_floats, parse_size, resolve_device
 
 # Targets whose aspect ratio differs from the fit's by more than this are an error, not resized.
 ASPECT_TOLERANCE = 0.01
@@ -271,14 +271,14 @@ def _run(problem: FitProblem, config: FitConfig, out: Path, console: Console):
     return result, params
 
 
-def _fit_and_report(config: FitConfig) -> None:
+def _fit_and_report(config: FitConfig, device: torch.device) -> None:
     """Builds the problem, writes the output folder and prints the outcome (the command's body
     once its flags are a validated config)."""
     console = Console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            problem = build_problem(config)
+            problem = build_problem(config).to(device)
         except FitError as error:
             raise CliError(str(error)) from None
     for warning in caught:
@@ -356,14 +356,16 @@ def fit(
     synthetic_eye: Optional[str] = typer.Option(None, help="Ground-truth eye X,Y,Z for camera fits."),
     light: List[str] = typer.Option([], help="Point light X,Y,Z[:R,G,B]; repeatable; replaces \\[\\[lights]]."),
     set_: List[str] = typer.Option([], "--set", help="Any config key: --set optimize.lr=2.0, --set views.0.eye=[0,0,3]."),
+    device: DeviceOption = "auto",
 ):
     """Fit a mesh's shape, pose, camera, colours or texture to target images."""
     values = dict(locals())  # every flag by parameter name; FLAG_KEYS maps them to config keys
     overrides = collect_overrides(values, set_, light)
     fit_config = load_config(config, overrides, [str(t) for t in targets or []])
+    target_device = resolve_device(device)
     previous = torch.get_num_threads()
     torch.set_num_threads(choose_threads(fit_config.threads))
     try:
-        _fit_and_report(fit_config)
+        _fit_and_report(fit_config, target_device)
     finally:
         torch.set_num_threads(previous)  # in-process callers (tests, notebooks) keep their own

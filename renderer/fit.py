@@ -50,12 +50,13 @@ entry per video frame (the states at steps 0, frame_every, 2·frame_every, … a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -66,6 +67,7 @@ from .losses import (MeshTopology, edge_length, flatten_loss, hard_iou, normal_c
                      rgb_mse, silhouette_mse, soft_iou_loss, total_variation, uniform_laplacian)
 from .renderers import make_renderer
 from .shading import Material, PointLights
+from .tensor_dataclass import TensorDataclass
 from .texture import FILTERS as TEXTURE_FILTERS
 
 FIT_PARAMS = ("vertices", "pose", "camera", "colors", "texture")
@@ -132,7 +134,7 @@ def camera_fovs(camera: Camera) -> Tensor:
     fov = camera.fov_y
     if isinstance(fov, Tensor):
         return fov.reshape(-1).expand(camera.batch_size).float().clone()
-    return torch.full((camera.batch_size,), float(fov))
+    return torch.full((camera.batch_size,), float(fov), device=camera.eye.device)
 
 
 def rotation_angle_deg(first: Tensor, second: Tensor) -> float:
@@ -148,7 +150,7 @@ def rotation_angle_deg(first: Tensor, second: Tensor) -> float:
 
 
 @dataclass
-class Template:
+class Template(TensorDataclass):
     """The mesh being fitted.
 
     Attributes:
@@ -171,7 +173,7 @@ class Template:
 
 
 @dataclass
-class Pose:
+class Pose(TensorDataclass):
     """A rigid transform ``v @ rotation.T + translation`` (float32 ``[3,3]`` and ``[3]``)."""
 
     rotation: Tensor
@@ -323,6 +325,14 @@ class FitProblem:
     settings: FitSettings
     truth: Optional[Truth] = None
 
+    def to(self, device: Union[str, torch.device]) -> "FitProblem":
+        """A copy with every tensor on ``device`` (the fit then runs there)."""
+        views = dataclasses.replace(self.views, camera=self.views.camera.to(device),
+                                    targets=self.views.targets.to(device))
+        truth = None if self.truth is None else Truth(self.truth.pose.to(device), self.truth.eye.to(device))
+        return dataclasses.replace(self, template=self.template.to(device), pose=self.pose.to(device), views=views,
+                                   lights=self.lights.to(device), material=self.material.to(device), truth=truth)
+
 
 @dataclass
 class StepReport:
@@ -369,7 +379,7 @@ class FitState:
         self.normals = problem.template.normals
         self.base_rotation = problem.pose.rotation.clone()
         self.vertices = problem.template.vertices.clone()
-        self.rotvec = torch.zeros(3)
+        self.rotvec = torch.zeros(3, device=self.vertices.device)
         self.translation = problem.pose.translation.clone()
         self.colors = problem.template.colors.clone()
         self.uvs = problem.template.uvs
@@ -431,7 +441,7 @@ def initial_texture(template: Template, settings: FitSettings) -> Tensor:
     size = (settings.texture_size, settings.texture_size)
     if settings.texture_init == "mesh":
         return resize_image(template.texture.float(), size)
-    return torch.full((*size, 3), TEXTURE_GREY)
+    return torch.full((*size, 3), TEXTURE_GREY, device=template.vertices.device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,7 +633,9 @@ class _Fitter:
         count = self.settings.views_per_step
         if count <= 0 or count >= self.batch:
             return None
-        return torch.randperm(self.batch, generator=self.generator)[:count].sort().values
+        # Drawn on the CPU, so a seed picks the same views on every device.
+        chosen = torch.randperm(self.batch, generator=self.generator, device="cpu")[:count].sort().values
+        return chosen.to(self.problem.views.targets.device)
 
     def render(self, index: Optional[Tensor], sigma: float, shaded: bool = True) -> Tensor:
         """The current state seen by the views at ``index`` (all when None): ``[b,H,W,4]``;

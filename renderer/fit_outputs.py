@@ -107,7 +107,7 @@ class FitRecorder:
         if self.fit_texture:
             values["texture"] = torch.from_numpy(to_uint8(state.texture))
         for key, value in values.items():
-            self.states[key].append(value.detach().clone())
+            self.states[key].append(value.detach().to("cpu", copy=True))
 
     # ----------------------------------------------------------------------------------------
     # Final files
@@ -138,10 +138,10 @@ class FitRecorder:
         # Integer states (steps, 8-bit textures) keep their dtype; the rest are stored as float32.
         stacked = {key: torch.stack(values) if not values[0].is_floating_point() else torch.stack(values).float()
                    for key, values in self.states.items()}
-        stacked.update({"format": 2, "faces": state.faces.clone(), "up": state.up.detach().float().clone(),
+        stacked.update({"format": 2, "faces": state.faces.cpu().clone(), "up": state.up.detach().float().cpu().clone(),
                         "targets": torch.from_numpy(over_white(self.problem.views.targets))})
         if self.fit_texture:
-            stacked["uvs"] = state.uvs.float().clone()
+            stacked["uvs"] = state.uvs.float().cpu().clone()
         with atomic_output(self.out / "states.pt") as temporary:
             torch.save(stacked, temporary)
 

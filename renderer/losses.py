@@ -92,7 +92,7 @@ def hard_iou(mask: Tensor, target_mask: Tensor) -> Tensor:
     """
     intersection = (mask & target_mask).flatten(1).sum(1)
     union = (mask | target_mask).flatten(1).sum(1)
-    return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones(())).float()
+    return torch.where(union > 0, intersection / union.clamp_min(1), union.new_ones(())).float()
 
 
 # --------------------------------------------------------------------------------------------

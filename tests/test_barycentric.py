@@ -7,7 +7,7 @@ import torch
 
 from barycentric_reference import rasterize_triangles_reference
 from conftest import reference_file, same_bits_for_one_and_two_threads
-from diffrender import barycentric, camera
+from diffrender import barycentric, camera, shapes
 from diffrender._ext import _C
 from tf_scenes import TRIANGLE_CLIP, cube, load_png, outlier_fraction
 
@@ -189,6 +189,23 @@ def test_a_many_triangle_scene_matches_the_dense_reference():
     ref_grad, = torch.autograd.grad((rasterize_triangles_reference(leaf, triangles, 9, 7)[1] * weights).sum(), leaf)
     assert grad.abs().sum() > 0
     assert torch.allclose(grad, ref_grad, rtol=1e-9, atol=1e-9)
+
+
+def test_backward_of_an_image_with_nothing_covered():
+    """No triangle wins a pixel (the mesh is behind the camera): every gradient is zero."""
+    vertices, faces = shapes.icosphere(1)
+    leaf = (vertices[None] + torch.tensor([0.0, 0.0, 5.0])).requires_grad_(True)
+    colors = torch.full_like(leaf, 0.5).requires_grad_(True)
+    eye, center, up = torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    image = barycentric.render(leaf, faces, leaf.detach(), colors, eye, center, up, eye[:, None],
+                               torch.ones(1, 1, 3), 16, 12)
+    assert image.abs().max() == 0
+    image.sum().backward()
+    ids, bary, _ = barycentric.rasterize_triangles(torch.zeros(1, 3, 4, requires_grad=True), torch.tensor([[0, 1, 2]]),
+                                                   4, 4)
+    values = barycentric.interpolate(colors, faces, torch.zeros_like(ids), bary.expand(1, 4, 4, 3))
+    values.sum().backward()
+    assert leaf.grad.abs().max() == 0 and colors.grad.abs().max() == 0
 
 
 def test_equal_depths_go_to_the_last_of_many_triangles():

@@ -1,11 +1,15 @@
 """CUDA against CPU parity for every op, forward and backward (skipped without a GPU), and the
 CPU-only build's refusal paths."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
 from diffrender import barycentric, shading
 from diffrender._ext import _C
+from diffrender.mesh import load_mesh
 
 HAS_CUDA = torch.cuda.is_available() and _C.with_cuda()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and a CUDA build of diffrender "
@@ -111,12 +115,34 @@ def test_shade_pixels_parity_and_determinism(per_pixel_diffuse):
         assert torch.equal(gpu, again)
 
 
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+
+
 @pytest.mark.skipif(HAS_CUDA, reason="checks the CPU-only build's refusal")
-def test_cpu_only_build_refuses_cuda_cleanly(tmp_path):
+@pytest.mark.parametrize("command", [["render", "cube"], ["fit", "--config", str(DEMO), "--steps", "2"]])
+def test_cpu_only_build_refuses_cuda_cleanly(tmp_path, command):
     assert _C.with_cuda() is False or not torch.cuda.is_available()
-    result = run_cli("render", "cube", "-o", tmp_path / "out.png", "--device", "cuda")
+    result = run_cli(*command, "-o", tmp_path / "out", "--device", "cuda")
     assert_one_line_error(result, "--device cuda")
-    assert not (tmp_path / "out.png").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def fit_on(device: str, folder: Path) -> dict:
+    result = run_cli("fit", "--config", DEMO, "--steps", "30", "--frame-every", "10", "-o", folder, "--device", device)
+    assert result.exit_code == 0, result.output
+    return json.loads((folder / "params.json").read_text())
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_fit_on_cuda_matches_the_cpu_fit(tmp_path):
+    cpu, gpu = fit_on("cpu", tmp_path / "cpu"), fit_on("cuda", tmp_path / "cuda")
+    assert gpu["iou_mean"] > 0.8
+    assert abs(gpu["iou_mean"] - cpu["iou_mean"]) < 0.02
+    cpu_mesh, gpu_mesh = load_mesh(tmp_path / "cpu" / "fit.obj"), load_mesh(tmp_path / "cuda" / "fit.obj")
+    assert (cpu_mesh.vertices - gpu_mesh.vertices).abs().max() < 0.05
+    states = torch.load(tmp_path / "cuda" / "states.pt")  # written on the CPU, loadable anywhere
+    assert all(value.device.type == "cpu" for value in states.values() if isinstance(value, torch.Tensor))
 
 
 # --- Soft rasterizer (SoftRas) ------------------------------------------------------------------

@@ -186,7 +186,7 @@ void backward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles,
         }
       },
       [](int64_t) {});
-  add_corners_to_vertices(corners.sums.data(), corners.keys.data(), corners.keys.size(), tris, batch,
+  add_corners_to_vertices(corners.sums.data(), corners.keys, tris, batch,
                           num_triangles, num_vertices, 4, grad_vertices.data_ptr<T>());
 }
 

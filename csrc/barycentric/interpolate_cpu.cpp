@@ -63,7 +63,7 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& attributes, con
           for (int64_t c = 0; c < channels; ++c) won.sum[k * channels + c] += won.weights[k] * gp[c];
       },
       barycentric_grad);
-  add_corners_to_vertices(corners.sums.data(), corners.keys.data(), corners.keys.size(), tris, batch,
+  add_corners_to_vertices(corners.sums.data(), corners.keys, tris, batch,
                           num_triangles, num_vertices, channels, grad_attributes.data_ptr<T>());
 }
 

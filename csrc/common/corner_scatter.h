@@ -8,29 +8,26 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace diffrender {
 
-// vertices[b, triangles[t, k], :] += corners[r, k, :] for each row r of corners [rows, 3, C],
-// where keys[r] = b * F + t (increasing), or r = b * F + t itself when keys is null (then rows
-// = B * F). vertices: [B,V,C]. Triangle indices must already be checked against V.
-template <typename T>
-void add_corners_to_vertices(const T* corners, const int64_t* keys, int64_t rows, const int64_t* triangles,
-                             int64_t batch, int64_t num_triangles, int64_t num_vertices, int64_t channels,
-                             T* vertices) {
+// vertices[b, triangles[t, k], :] += corners[r, k, :] for rows r of corners [rows, 3, C], where
+// image b's rows are [first_row_of(b), first_row_of(b + 1)) and row r holds triangle
+// key_of(r) - b * F. vertices: [B,V,C]. Triangle indices must already be checked against V.
+template <typename T, typename FirstRowOf, typename KeyOf>
+void add_corner_rows_to_vertices(const T* corners, const FirstRowOf& first_row_of, const KeyOf& key_of,
+                                 const int64_t* triangles, int64_t batch, int64_t num_triangles,
+                                 int64_t num_vertices, int64_t channels, T* vertices) {
   // Threads split the vertex range; each scans every row of its image and keeps its own vertices.
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), num_vertices));
-  auto first_row_of = [&](int64_t image) {
-    const int64_t key = image * num_triangles;
-    return keys ? std::lower_bound(keys, keys + rows, key) - keys : key;
-  };
   at::parallel_for(0, batch * parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / parts, part = item % parts;
       const int64_t first = num_vertices * part / parts, last = num_vertices * (part + 1) / parts;
       T* out = vertices + b * num_vertices * channels;
       for (int64_t r = first_row_of(b); r < first_row_of(b + 1); ++r) {
-        const int64_t t = (keys ? keys[r] : r) - b * num_triangles;
+        const int64_t t = key_of(r) - b * num_triangles;
         for (int k = 0; k < 3; ++k) {
           const int64_t v = triangles[3 * t + k];
           if (v < first || v >= last) continue;
@@ -40,6 +37,27 @@ void add_corners_to_vertices(const T* corners, const int64_t* keys, int64_t rows
       }
     }
   });
+}
+
+// Every triangle's corners: corners [B, F, 3, C].
+template <typename T>
+void add_corners_to_vertices(const T* corners, const int64_t* triangles, int64_t batch, int64_t num_triangles,
+                             int64_t num_vertices, int64_t channels, T* vertices) {
+  add_corner_rows_to_vertices(
+      corners, [&](int64_t image) { return image * num_triangles; }, [](int64_t r) { return r; }, triangles,
+      batch, num_triangles, num_vertices, channels, vertices);
+}
+
+// Some triangles' corners: corners [keys.size(), 3, C], row r for triangle keys[r] = b * F + t,
+// keys increasing.
+template <typename T>
+void add_corners_to_vertices(const T* corners, const std::vector<int64_t>& keys, const int64_t* triangles,
+                             int64_t batch, int64_t num_triangles, int64_t num_vertices, int64_t channels,
+                             T* vertices) {
+  add_corner_rows_to_vertices(
+      corners,
+      [&](int64_t image) { return std::lower_bound(keys.begin(), keys.end(), image * num_triangles) - keys.begin(); },
+      [&](int64_t r) { return keys[r]; }, triangles, batch, num_triangles, num_vertices, channels, vertices);
 }
 
 }  // namespace diffrender

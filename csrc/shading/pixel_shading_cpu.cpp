@@ -95,7 +95,7 @@ void backward_impl(const PixelShadingInputs& in, const at::Tensor& grad_rgba, st
   });
   partials.add_in_block_order(grads[3].data_ptr<T>(), grads[4].data_ptr<T>(), grads[5].data_ptr<T>(),
                               grads[6].data_ptr<T>());
-  add_corners_to_vertices(corners.sums.data(), corners.keys.data(), corners.keys.size(), a.triangles, a.batch,
+  add_corners_to_vertices(corners.sums.data(), corners.keys, a.triangles, a.batch,
                           num_triangles, a.num_vertices, a.channels, grads[0].data_ptr<T>());
 }
 

@@ -480,7 +480,7 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
   });
 
   grad_vertices.zero_();
-  add_corners_to_vertices(out_ptr, nullptr, batch * num_triangles, tris, batch, num_triangles, num_vertices,
+  add_corners_to_vertices(out_ptr, tris, batch, num_triangles, num_vertices,
                           corner_stride, grad_vertices.data_ptr<T>());
   if (textured) arenas.gather(batch, num_triangles, screen.options(), records);
 }
