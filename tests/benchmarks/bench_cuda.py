@@ -1,0 +1,182 @@
+"""Times the CUDA kernels against the GPU targets, each next to the same work on the CPU and in
+pure PyTorch on the GPU (torch_baselines.py):
+
+- hard rasterization + interpolation (normals), forward: the cow, 81,920 and 1,310,720-triangle
+  icospheres, at 512², 1024² and 2048², batch 1 and 16 (target: 1M triangles at 1024² < 2 ms);
+- soft silhouette forward + backward of the cow at 512² and 1024², batch 1 and 16 (target: 512²,
+  batch 1 < 5 ms);
+- `diffrender fit --config configs/four_views.toml` on the seed's cow targets, 1000 steps
+  (target: < 10 s).
+
+    python tests/benchmarks/bench_cuda.py [--device cuda|cpu] [--quick] [--json out/bench_cuda.json]
+
+Without a GPU it says so and stops; `--device cpu` runs the same tables on the CPU, which checks
+the script itself. A script, not a test: pytest collects nothing here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench_fit import COW_TARGETS, FOUR_VIEWS
+from common import benchmark_meshes, median_ms, print_table, write_json
+from diffrender import barycentric, camera, soft
+from diffrender._ext import _C
+from diffrender.mesh import vertex_normals
+from torch_baselines import interpolate, rasterize_fragments, soft_silhouette, soft_silhouette_backward
+
+TARGETS_MS = {"raster": 2.0, "soft": 5.0}
+TARGET_FIT_S = 10.0
+SIGMA = 1e-4
+
+
+def timed(device: torch.device, function, budget_s: float = 2.0) -> float:
+    """Median ms of ``function`` with the device's queue drained around each call."""
+    def run():
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return median_ms(run, repeats=10, warmup=2, budget_s=budget_s)
+
+
+def guarded(device: torch.device, function) -> str:
+    try:
+        return f"{timed(device, function):.2f}"
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return "out of memory"
+
+
+def scene(vertices, faces, batch: int, device: torch.device):
+    cam = camera.frame_vertices(vertices, 30.0, 20.0)
+    clip = camera.transform_homogeneous(cam.matrices(1.0), vertices[None]).expand(batch, -1, -1).contiguous()
+    normals = vertex_normals(vertices[None], faces).expand(batch, -1, -1).contiguous()
+    return clip.to(device), faces.to(device), normals.to(device)
+
+
+def raster_rows(meshes, sizes, batches, device, results):
+    rows = []
+    cpu = torch.device("cpu")
+    for name, (vertices, faces) in meshes.items():
+        for size in sizes:
+            for batch in batches:
+                timings = {}
+                for label, where, baseline in (("diffrender", device, False), ("pure torch", device, True),
+                                               ("diffrender cpu", cpu, False)):
+                    if where.type == "cpu" and (batch > 1 or (label == "diffrender cpu" and device.type == "cpu")):
+                        timings[label] = "-"
+                        continue
+                    clip, tris, normals = scene(vertices, faces, batch, where)
+
+                    def work(clip=clip, tris=tris, normals=normals, baseline=baseline):
+                        if baseline:
+                            ids, bary = rasterize_fragments(clip, tris, size, size)
+                            return interpolate(normals, tris, ids, bary)
+                        ids, bary, _ = barycentric.rasterize_triangles(clip, tris, size, size)
+                        return barycentric.interpolate(normals, tris, ids, bary)
+                    timings[label] = guarded(where, work)
+                    del clip, tris, normals
+                target = TARGETS_MS["raster"] if faces.shape[0] >= 1_000_000 and size == 1024 and batch == 1 else None
+                results.append({"work": "raster+interpolate forward", "mesh": name, "size": size, "batch": batch,
+                                "ms": timings, "target_ms": target})
+                rows.append([name, f"{size}²", str(batch), *timings.values(), target_text(timings["diffrender"], target)])
+    return rows
+
+
+def soft_rows(cow, sizes, batches, device, results):
+    rows = []
+    cpu = torch.device("cpu")
+    vertices, faces = cow
+    for size in sizes:
+        for batch in batches:
+            timings = {}
+            for label, where, baseline in (("diffrender", device, False), ("pure torch", device, True),
+                                           ("diffrender cpu", cpu, False)):
+                if (baseline and batch > 1) or (where.type == "cpu" and batch > 1) or \
+                        (label == "diffrender cpu" and device.type == "cpu"):
+                    timings[label] = "-"
+                    continue
+                clip, tris, _ = scene(vertices, faces, batch, where)
+                grad = torch.randn(batch, size, size, generator=torch.Generator().manual_seed(0)).to(where)
+
+                def work(clip=clip, tris=tris, grad=grad, baseline=baseline):
+                    if baseline:
+                        return soft_silhouette_backward(clip, tris, size, size, SIGMA, grad)
+                    leaf = clip.detach().requires_grad_(True)
+                    alpha = soft.rasterize(leaf, tris, None, size, size, sigma_val=SIGMA)[..., -1]
+                    return torch.autograd.grad(alpha, leaf, grad)
+                timings[label] = guarded(where, work)
+            target = TARGETS_MS["soft"] if size == 512 and batch == 1 else None
+            results.append({"work": "soft silhouette forward+backward", "mesh": "cow", "size": size, "batch": batch,
+                            "ms": timings, "target_ms": target})
+            rows.append(["cow", f"{size}²", str(batch), *timings.values(), target_text(timings["diffrender"], target)])
+    return rows
+
+
+def fit_row(device: torch.device, results) -> list:
+    """The preset through the real command on ``device``: loop seconds (params.json) and wall."""
+    with tempfile.TemporaryDirectory() as folder:
+        command = [str(Path(sys.executable).with_name("diffrender")), "fit", "--config", str(FOUR_VIEWS),
+                   *map(str, COW_TARGETS), "-o", folder, "--device", device.type]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        wall = time.perf_counter() - started
+        params = json.loads((Path(folder) / "params.json").read_text())
+    loop = params["fit_seconds"]
+    results.append({"work": "four_views fit (1000 steps)", "device": device.type, "loop_s": loop, "wall_s": wall,
+                    "iou": params["iou"], "target_s": TARGET_FIT_S})
+    return [device.type, f"{loop:.2f}", f"{wall:.2f}", f"{min(params['iou']):.3f}",
+            f"{TARGET_FIT_S:.0f} {'ok' if loop <= TARGET_FIT_S else 'MISSED'}"]
+
+
+def target_text(measured: str, target) -> str:
+    if target is None:
+        return "-"
+    try:
+        return f"{target:.0f} {'ok' if float(measured) <= target else 'MISSED'}"
+    except ValueError:
+        return f"{target:.0f} MISSED"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--quick", action="store_true", help="small meshes and sizes, batch 1 (checks the script)")
+    parser.add_argument("--json", default="out/bench_cuda.json")
+    args = parser.parse_args()
+    if args.device == "cuda" and not (torch.cuda.is_available() and _C.with_cuda()):
+        print("bench_cuda: no CUDA GPU, or diffrender was built without CUDA: nothing to time "
+              "(--device cpu runs the same tables on the CPU)")
+        return
+    device = torch.device(args.device)
+    meshes = benchmark_meshes(max_subdivisions=4 if args.quick else 8)
+    cow = next((mesh for name, mesh in meshes.items() if name.startswith("cow")), None)
+    if not args.quick:
+        meshes = {name: mesh for name, mesh in meshes.items()
+                  if name.startswith("cow") or mesh[1].shape[0] in (81920, 1310720)}
+    sizes = [128, 256] if args.quick else [512, 1024, 2048]
+    batches = [1] if args.quick else [1, 16]
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    results = []
+    columns = ["mesh", "size", "batch", f"diffrender {device.type}", f"pure torch {device.type}", "diffrender cpu",
+               "target ms"]
+    print_table(f"hard rasterization + interpolation, forward (ms, {gpu})", columns,
+                raster_rows(meshes, sizes, batches, device, results))
+    if cow is not None:
+        print_table(f"soft silhouette, forward + backward (ms, {gpu}, σ = {SIGMA:g})", columns,
+                    soft_rows(cow, [64] if args.quick else [512, 1024], batches, device, results))
+    if not args.quick and all(path.exists() for path in COW_TARGETS):
+        print_table(f"four_views.toml fit, 1000 steps ({gpu})", ["device", "loop s", "wall s", "min IoU", "target s"],
+                    [fit_row(device, results)])
+    write_json(args.json, {"benchmark": "cuda", "device": gpu, "results": results})
+
+
+if __name__ == "__main__":
+    main()
