@@ -14,61 +14,60 @@ namespace {
 constexpr int kBandRows = 8;
 constexpr int64_t kPrefetchAhead = 16;
 
-// Every triangle's setup, and the bands of rows it may cover ({first, last}, first > last when
-// it covers no pixel centre), which binning reads without touching the larger setups.
+// A triangle whose box holds pixel centres, with its setup.
 template <typename T>
-struct Setups {
-  std::vector<TriangleSetup<T>> setups;
-  std::vector<int32_t> bands;  // [B*F*2]
+struct Candidate {
+  TriangleSetup<T> setup;
+  int64_t key;  // image * F + triangle
 };
 
+// The candidates touching each band of rows of each image, in triangle order.
 template <typename T>
-Setups<T> setup_triangles(const T* clip, const int64_t* tris, int64_t batch, int64_t num_vertices,
-                          int64_t num_triangles, int width, int height) {
-  Setups<T> out{std::vector<TriangleSetup<T>>(batch * num_triangles), std::vector<int32_t>(2 * batch * num_triangles)};
-  at::parallel_for(0, batch * num_triangles, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T* v = clip + (i / num_triangles) * num_vertices * 4;
-      const int64_t* t = tris + (i % num_triangles) * 3;
-      // Dense meshes index vertices far apart: start loading those of a later triangle now.
-      if (i + kPrefetchAhead < end && (i + kPrefetchAhead) % num_triangles >= kPrefetchAhead) {
-        const int64_t* later = t + 3 * kPrefetchAhead;
-        for (int k = 0; k < 3; ++k) __builtin_prefetch(v + 4 * later[k]);
-      }
-      TriangleSetup<T>& s = out.setups[i];
-      setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, s);
-      const bool empty = s.x_min > s.x_max || s.y_min > s.y_max;
-      out.bands[2 * i] = empty ? 1 : s.y_min / kBandRows;
-      out.bands[2 * i + 1] = empty ? 0 : s.y_max / kBandRows;
-    }
-  });
-  return out;
-}
-
-// Compressed lists of the triangles touching each band of each batch item, in triangle order.
 struct BandBins {
-  std::vector<int64_t> offsets;  // [batch * bands + 1]
-  std::vector<int32_t> triangles;
+  std::vector<std::vector<Candidate<T>>> candidates;  // per chunk of triangles
+  std::vector<int64_t> offsets;                      // [B * bands + 1] into entries
+  std::vector<const Candidate<T>*> entries;
 };
 
-// A counting sort in parallel: chunks of consecutive triangles count their bins, then fill their
-// own slots, chunk after chunk within each bin, so every bin lists its triangles in index order.
-inline BandBins bin_by_band(const std::vector<int32_t>& triangle_bands, int64_t batch, int64_t num_triangles,
-                            int64_t bands) {
+// Sets the triangles up and bins them by band in one parallel counting sort. Fixed chunks of
+// consecutive triangles each keep their candidates (dense meshes have many triangles that cover
+// no pixel centre: they cost a setup and nothing more) and count them per bin, then fill their
+// own slots, chunk after chunk within each bin, so every bin lists its triangles in index order
+// whatever the thread count.
+template <typename T>
+BandBins<T> setup_and_bin(const T* clip, const int64_t* tris, int64_t batch, int64_t num_vertices,
+                          int64_t num_triangles, int width, int height, int64_t bands) {
   const int64_t total = batch * num_triangles, bins_count = batch * bands;
-  const int64_t chunks = std::min<int64_t>(64, std::max<int64_t>(1, total / 16384));
+  const int64_t chunks = std::min<int64_t>(128, std::max<int64_t>(1, total / 1024));
   auto chunk_begin = [&](int64_t chunk) { return total * chunk / chunks; };
-  auto for_each_bin = [&](int64_t i, auto&& use) {
-    const int64_t image_bins = (i / num_triangles) * bands;
-    for (int band = triangle_bands[2 * i]; band <= triangle_bands[2 * i + 1]; ++band) use(image_bins + band);
+  auto bins_of = [&](const Candidate<T>& c) {
+    const int64_t image_bins = c.key / num_triangles * bands;
+    return std::pair{image_bins + c.setup.y_min / kBandRows, image_bins + c.setup.y_max / kBandRows};
   };
+  BandBins<T> bins;
+  bins.candidates.resize(chunks);
   std::vector<int64_t> cursor(chunks * bins_count, 0);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t chunk = begin; chunk < end; ++chunk)
-      for (int64_t i = chunk_begin(chunk); i < chunk_begin(chunk + 1); ++i)
-        for_each_bin(i, [&](int64_t bin) { ++cursor[chunk * bins_count + bin]; });
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t last = chunk_begin(chunk + 1);
+      for (int64_t i = chunk_begin(chunk); i < last; ++i) {
+        const T* v = clip + (i / num_triangles) * num_vertices * 4;
+        const int64_t* t = tris + (i % num_triangles) * 3;
+        // Dense meshes index vertices far apart: start loading those of a later triangle now.
+        if (i + kPrefetchAhead < last && (i + kPrefetchAhead) % num_triangles >= kPrefetchAhead) {
+          const int64_t* later = t + 3 * kPrefetchAhead;
+          for (int k = 0; k < 3; ++k) __builtin_prefetch(v + 4 * later[k]);
+        }
+        Candidate<T> c;
+        setup_triangle(v + 4 * t[0], v + 4 * t[1], v + 4 * t[2], width, height, c.setup);
+        if (c.setup.x_min > c.setup.x_max || c.setup.y_min > c.setup.y_max) continue;
+        c.key = i;
+        bins.candidates[chunk].push_back(c);
+        const auto [first_bin, last_bin] = bins_of(c);
+        for (int64_t bin = first_bin; bin <= last_bin; ++bin) ++cursor[chunk * bins_count + bin];
+      }
+    }
   });
-  BandBins bins;
   bins.offsets.assign(bins_count + 1, 0);
   int64_t running = 0;
   for (int64_t bin = 0; bin < bins_count; ++bin) {
@@ -80,23 +79,24 @@ inline BandBins bin_by_band(const std::vector<int32_t>& triangle_bands, int64_t 
     }
   }
   bins.offsets[bins_count] = running;
-  bins.triangles.resize(running);
+  bins.entries.resize(running);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t chunk = begin; chunk < end; ++chunk)
-      for (int64_t i = chunk_begin(chunk); i < chunk_begin(chunk + 1); ++i)
-        for_each_bin(i, [&](int64_t bin) {
-          bins.triangles[cursor[chunk * bins_count + bin]++] = static_cast<int32_t>(i % num_triangles);
-        });
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      for (const Candidate<T>& c : bins.candidates[chunk]) {
+        const auto [first_bin, last_bin] = bins_of(c);
+        for (int64_t bin = first_bin; bin <= last_bin; ++bin) bins.entries[cursor[chunk * bins_count + bin]++] = &c;
+      }
+    }
   });
   return bins;
 }
 
 template <typename T>
-void rasterize_band(const TriangleSetup<T>* setups, const int32_t* band_tris, int64_t count, int y0,
-                    int y1, int width, int height, int64_t* ids, T* bary, T* zbuf) {
+void rasterize_band(const Candidate<T>* const* band_entries, int64_t count, int64_t num_triangles, int y0, int y1,
+                    int width, int height, int64_t* ids, T* bary, T* zbuf) {
   for (int64_t n = 0; n < count; ++n) {
-    const int32_t tri = band_tris[n];
-    const TriangleSetup<T>& s = setups[tri];
+    const TriangleSetup<T>& s = band_entries[n]->setup;
+    const int64_t tri = band_entries[n]->key % num_triangles;
     const int row_begin = std::max(y0, s.y_min), row_end = std::min(y1 - 1, s.y_max);
     for (int iy = row_begin; iy <= row_end; ++iy) {
       const T py = pixel_center_ndc<T>(iy, height);
@@ -130,9 +130,8 @@ void forward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles, 
   const int64_t num_triangles = triangles.size(0);
   const int height = static_cast<int>(ids.size(1)), width = static_cast<int>(ids.size(2));
   const int64_t bands = (height + kBandRows - 1) / kBandRows;
-  const Setups<T> prepared = setup_triangles(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(), batch,
-                                           num_vertices, num_triangles, width, height);
-  const BandBins bins = bin_by_band(prepared.bands, batch, num_triangles, bands);
+  const BandBins<T> bins = setup_and_bin(clip_vertices.data_ptr<T>(), triangles.data_ptr<int64_t>(), batch,
+                                         num_vertices, num_triangles, width, height, bands);
   int64_t* ids_ptr = ids.data_ptr<int64_t>();
   T* bary_ptr = bary.data_ptr<T>();
   T* z_ptr = zbuf.data_ptr<T>();
@@ -146,9 +145,8 @@ void forward_impl(const at::Tensor& clip_vertices, const at::Tensor& triangles, 
     std::fill_n(ids_ptr + image + first, pixels, int64_t(0));
     std::fill_n(bary_ptr + 3 * (image + first), 3 * pixels, T(0));
     std::fill_n(z_ptr + image + first, pixels, T(1));
-    rasterize_band(prepared.setups.data() + b * num_triangles, bins.triangles.data() + bins.offsets[item],
-                   bins.offsets[item + 1] - bins.offsets[item], y0, y1, width, height,
-                   ids_ptr + image, bary_ptr + 3 * image, z_ptr + image);
+    rasterize_band(bins.entries.data() + bins.offsets[item], bins.offsets[item + 1] - bins.offsets[item],
+                   num_triangles, y0, y1, width, height, ids_ptr + image, bary_ptr + 3 * image, z_ptr + image);
   });
 }
 
