@@ -224,14 +224,19 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
                                 texture_boundary, settings, width, height)
 
 
+def _check_like_vertices(value, name: str, verb: str, vertices: Tensor) -> None:
+    """``value`` is a tensor with the dtype and device of ``vertices`` ("{name} {verb} on ...")."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype != vertices.dtype:
+        raise TypeError(f"{name} must have the dtype of the vertices ({vertices.dtype}), got {value.dtype}")
+    if value.device != vertices.device:
+        raise ValueError(f"{name} {verb} on {value.device} but the vertices on {vertices.device}")
+
+
 def _check_texture(texture, clip_vertices: Tensor) -> Tensor:
     """The texture as [Bt,Ht,Wt,C] (Bt = 1 or B), after checking it against clip_vertices."""
-    if not isinstance(texture, Tensor):
-        raise TypeError(f"texture must be a torch.Tensor, got {type(texture).__name__}")
-    if texture.dtype != clip_vertices.dtype:
-        raise TypeError(f"texture must have the dtype of the vertices ({clip_vertices.dtype}), got {texture.dtype}")
-    if texture.device != clip_vertices.device:
-        raise ValueError(f"texture is on {texture.device} but the vertices on {clip_vertices.device}")
+    _check_like_vertices(texture, "texture", "is", clip_vertices)
     if texture.dim() == 3:
         texture = texture.unsqueeze(0)
     batch = clip_vertices.shape[0]
@@ -337,12 +342,7 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
 
 def _check_uvs(uvs, vertices: Tensor) -> Tensor:
     """uvs as [B,V,2], after checking them against vertices [B,V,3]."""
-    if not isinstance(uvs, Tensor):
-        raise TypeError(f"render: uvs must be a torch.Tensor, got {type(uvs).__name__}")
-    if uvs.dtype != vertices.dtype:
-        raise TypeError(f"render: uvs must have the dtype of the vertices ({vertices.dtype}), got {uvs.dtype}")
-    if uvs.device != vertices.device:
-        raise ValueError(f"render: uvs are on {uvs.device} but the vertices on {vertices.device}")
+    _check_like_vertices(uvs, "render: uvs", "are", vertices)
     batch, num_vertices = vertices.shape[:2]
     uvs = _per_batch(uvs, batch, 3)
     if uvs.dim() != 3 or tuple(uvs.shape) != (batch, num_vertices, 2):

@@ -19,6 +19,19 @@ def reference_file(*parts: str) -> Path:
     return path
 
 
+def separate_triangles(generator: torch.Generator, batch: int, num_triangles: int, dtype: torch.dtype,
+                       spread: float = 0.4):
+    """(clip [B,3F,4], triangles [F,3]): triangles with separate vertices, of varied size, depth
+    (perspective w in [0.5, 2.5]) and winding, overlapping each other and the image border."""
+    num_vertices = 3 * num_triangles
+    w = torch.rand(batch, num_vertices, 1, generator=generator, dtype=dtype) * 2.0 + 0.5
+    centres = torch.rand(batch, num_triangles, 1, 2, generator=generator, dtype=dtype) * 2.2 - 1.1
+    offsets = torch.randn(batch, num_triangles, 3, 2, generator=generator, dtype=dtype) * spread
+    ndc = (centres + offsets).reshape(batch, num_vertices, 2)
+    clip = torch.cat([ndc * w, torch.rand(batch, num_vertices, 1, generator=generator, dtype=dtype) * w, w], dim=-1)
+    return clip, torch.arange(num_vertices).view(num_triangles, 3)
+
+
 def with_grads(*tensors: torch.Tensor) -> List[torch.Tensor]:
     """Fresh leaf copies of the tensors that require gradients."""
     return [t.detach().clone().requires_grad_(True) for t in tensors]

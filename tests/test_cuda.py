@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
+from conftest import separate_triangles
 from diffrender import barycentric, shading
 from diffrender._ext import _C
 from diffrender.mesh import load_mesh
@@ -157,16 +158,11 @@ SOFT_MODES = [(rgb, alpha, dist) for rgb in ("softmax", "hard") for alpha in ("p
 
 
 def soft_scene(seed, batch=2, faces=40, channels=3, dtype=torch.float64, spread=0.5):
-    """Separate-vertex triangles of varied size, depth and winding, overlapping each other and the
-    border; with faces in the hundreds every tile holds more triangles than one shared-memory round."""
+    """separate_triangles with attributes and a background; with faces in the hundreds every tile
+    holds more triangles than one shared-memory round."""
     g = torch.Generator().manual_seed(seed)
-    vertices = 3 * faces
-    w = torch.rand(batch, vertices, 1, generator=g, dtype=dtype) * 2.0 + 0.5
-    centres = torch.rand(batch, faces, 1, 2, generator=g, dtype=dtype) * 2.2 - 1.1
-    ndc = (centres + torch.randn(batch, faces, 3, 2, generator=g, dtype=dtype) * spread).reshape(batch, vertices, 2)
-    clip = torch.cat([ndc * w, torch.rand(batch, vertices, 1, generator=g, dtype=dtype) * w, w], dim=-1)
-    triangles = torch.arange(vertices).view(faces, 3)
-    attributes = torch.rand(batch, vertices, channels, generator=g, dtype=dtype)
+    clip, triangles = separate_triangles(g, batch, faces, dtype, spread)
+    attributes = torch.rand(batch, clip.shape[1], channels, generator=g, dtype=dtype)
     background = torch.rand(channels, generator=g, dtype=dtype)
     return clip, triangles, attributes, background
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from conftest import assert_close, same_bits_for_one_and_two_threads, with_grads
+from conftest import assert_close, same_bits_for_one_and_two_threads, separate_triangles, with_grads
 from diffrender import barycentric, camera, shapes, soft
 from diffrender._ext import _C
 from soft_reference import soft_rasterize_reference
@@ -22,17 +22,10 @@ def mode_id(mode):
 
 
 def random_scene(batch=2, num_triangles=8, channels=3, dtype=torch.float64, seed=0):
-    """Triangles of varied size, depth (perspective w in [0.5, 2.5]) and winding, overlapping each
-    other and the image border, with separate vertices per triangle."""
+    """separate_triangles with random per-vertex attributes and a background colour."""
     gen = torch.Generator().manual_seed(seed)
-    num_vertices = 3 * num_triangles
-    w = torch.rand(batch, num_vertices, 1, generator=gen, dtype=dtype) * 2.0 + 0.5
-    centres = torch.rand(batch, num_triangles, 1, 2, generator=gen, dtype=dtype) * 2.2 - 1.1
-    offsets = torch.randn(batch, num_triangles, 3, 2, generator=gen, dtype=dtype) * 0.4
-    ndc = (centres + offsets).reshape(batch, num_vertices, 2)
-    clip = torch.cat([ndc * w, torch.rand(batch, num_vertices, 1, generator=gen, dtype=dtype) * w, w], dim=-1)
-    triangles = torch.arange(num_vertices).view(num_triangles, 3)
-    attributes = torch.rand(batch, num_vertices, channels, generator=gen, dtype=dtype)
+    clip, triangles = separate_triangles(gen, batch, num_triangles, dtype)
+    attributes = torch.rand(batch, clip.shape[1], channels, generator=gen, dtype=dtype)
     background = torch.rand(channels, generator=gen, dtype=dtype)
     return clip, triangles, attributes, background
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_close, same_bits_for_one_and_two_threads, with_grads
+from conftest import assert_close, same_bits_for_one_and_two_threads, separate_triangles, with_grads
 from diffrender import barycentric, camera, shapes, soft
 from diffrender._ext import _C
 from soft_reference import bilinear_reference, soft_rasterize_reference
@@ -22,18 +22,13 @@ MODES = {
 
 
 def textured_scene(batch=2, num_triangles=8, texture_batch=2, texture_size=(5, 7), seed=0):
-    """Separate-vertex triangles of varied size, depth and winding, overlapping each other and the
-    border; per-vertex (u, v, scale[3], offset[3]) with uvs beyond [0,1] (so both boundaries
-    matter); a small random texture [texture_batch,Ht,Wt,3]; a background colour; float64."""
+    """separate_triangles with per-vertex (u, v, scale[3], offset[3]), uvs beyond [0,1] (so both
+    boundaries matter); a small random texture [texture_batch,Ht,Wt,3]; a background colour;
+    float64."""
     gen = torch.Generator().manual_seed(seed)
     dtype = torch.float64
-    num_vertices = 3 * num_triangles
-    w = torch.rand(batch, num_vertices, 1, generator=gen, dtype=dtype) * 2.0 + 0.5
-    centres = torch.rand(batch, num_triangles, 1, 2, generator=gen, dtype=dtype) * 2.2 - 1.1
-    offsets = torch.randn(batch, num_triangles, 3, 2, generator=gen, dtype=dtype) * 0.4
-    ndc = (centres + offsets).reshape(batch, num_vertices, 2)
-    clip = torch.cat([ndc * w, torch.rand(batch, num_vertices, 1, generator=gen, dtype=dtype) * w, w], dim=-1)
-    triangles = torch.arange(num_vertices).view(num_triangles, 3)
+    clip, triangles = separate_triangles(gen, batch, num_triangles, dtype)
+    num_vertices = clip.shape[1]
     uvs = torch.rand(batch, num_vertices, 2, generator=gen, dtype=dtype) * 2.2 - 0.6
     scale = torch.rand(batch, num_vertices, 3, generator=gen, dtype=dtype) + 0.5
     offset = torch.rand(batch, num_vertices, 3, generator=gen, dtype=dtype) * 0.2

@@ -61,58 +61,62 @@ def scene(vertices, faces, batch: int, device: torch.device):
     return clip.to(device), faces.to(device), normals.to(device)
 
 
+def time_columns(device: torch.device, batch: int, work_on, baseline_batches) -> dict:
+    """{column: ms or "-"}: diffrender on ``device``, pure PyTorch on ``device`` (only for batches
+    in ``baseline_batches``) and diffrender on the CPU (beside a GPU). CPU work runs at batch 1.
+    ``work_on(where, baseline)`` returns the closure to time."""
+    columns = (("diffrender", device, False), ("pure torch", device, True),
+               ("diffrender cpu", torch.device("cpu"), False))
+    timings = {}
+    for label, where, baseline in columns:
+        skipped = (where.type == "cpu" and batch > 1) or (baseline and batch not in baseline_batches) or \
+            (label == "diffrender cpu" and device.type == "cpu")
+        timings[label] = "-" if skipped else guarded(where, work_on(where, baseline))
+    return timings
+
+
 def raster_rows(meshes, sizes, batches, device, results):
     rows = []
-    cpu = torch.device("cpu")
     for name, (vertices, faces) in meshes.items():
         for size in sizes:
             for batch in batches:
-                timings = {}
-                for label, where, baseline in (("diffrender", device, False), ("pure torch", device, True),
-                                               ("diffrender cpu", cpu, False)):
-                    if where.type == "cpu" and (batch > 1 or (label == "diffrender cpu" and device.type == "cpu")):
-                        timings[label] = "-"
-                        continue
+                def work_on(where, baseline):
                     clip, tris, normals = scene(vertices, faces, batch, where)
 
-                    def work(clip=clip, tris=tris, normals=normals, baseline=baseline):
+                    def work():
                         if baseline:
                             ids, bary = rasterize_fragments(clip, tris, size, size)
                             return interpolate(normals, tris, ids, bary)
                         ids, bary, _ = barycentric.rasterize_triangles(clip, tris, size, size)
                         return barycentric.interpolate(normals, tris, ids, bary)
-                    timings[label] = guarded(where, work)
-                    del clip, tris, normals
+                    return work
+                timings = time_columns(device, batch, work_on, batches)
                 target = TARGETS_MS["raster"] if faces.shape[0] >= 1_000_000 and size == 1024 and batch == 1 else None
                 results.append({"work": "raster+interpolate forward", "mesh": name, "size": size, "batch": batch,
                                 "ms": timings, "target_ms": target})
-                rows.append([name, f"{size}²", str(batch), *timings.values(), target_text(timings["diffrender"], target)])
+                rows.append([name, f"{size}²", str(batch), *timings.values(),
+                             target_text(timings["diffrender"], target)])
     return rows
 
 
 def soft_rows(cow, sizes, batches, device, results):
     rows = []
-    cpu = torch.device("cpu")
     vertices, faces = cow
     for size in sizes:
         for batch in batches:
-            timings = {}
-            for label, where, baseline in (("diffrender", device, False), ("pure torch", device, True),
-                                           ("diffrender cpu", cpu, False)):
-                if (baseline and batch > 1) or (where.type == "cpu" and batch > 1) or \
-                        (label == "diffrender cpu" and device.type == "cpu"):
-                    timings[label] = "-"
-                    continue
+            def work_on(where, baseline):
                 clip, tris, _ = scene(vertices, faces, batch, where)
                 grad = torch.randn(batch, size, size, generator=torch.Generator().manual_seed(0)).to(where)
 
-                def work(clip=clip, tris=tris, grad=grad, baseline=baseline):
+                def work():
                     if baseline:
                         return soft_silhouette_backward(clip, tris, size, size, SIGMA, grad)
                     leaf = clip.detach().requires_grad_(True)
                     alpha = soft.rasterize(leaf, tris, None, size, size, sigma_val=SIGMA)[..., -1]
                     return torch.autograd.grad(alpha, leaf, grad)
-                timings[label] = guarded(where, work)
+                return work
+            # The dense pure-PyTorch silhouette is timed at batch 1 only: it is far slower.
+            timings = time_columns(device, batch, work_on, (1,))
             target = TARGETS_MS["soft"] if size == 512 and batch == 1 else None
             results.append({"work": "soft silhouette forward+backward", "mesh": "cow", "size": size, "batch": batch,
                             "ms": timings, "target_ms": target})

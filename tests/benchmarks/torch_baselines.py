@@ -79,8 +79,8 @@ def soft_silhouette(clip: Tensor, triangles: Tensor, width: int, height: int, si
     """[B,H,W] SoftRas alpha, 1 - Π_f (1 - sigmoid(±d²(p, f) / σ)), with d the distance to the
     triangle's nearest edge (+ inside). Row 0 is NDC y = -1. Differentiable in ``clip``;
     back-propagate a chunk at a time with :func:`soft_silhouette_backward` to bound memory."""
-    return torch.cat([chunk for chunk in _soft_chunks(clip, triangles, width, height, sigma, pixels_per_chunk)],
-                     dim=1).view(clip.shape[0], height, width)
+    chunks = _soft_chunks(clip, triangles, width, height, sigma, pixels_per_chunk)
+    return torch.cat(list(chunks), dim=1).view(clip.shape[0], height, width)
 
 
 def soft_silhouette_backward(clip: Tensor, triangles: Tensor, width: int, height: int, sigma: float,
