@@ -9,7 +9,7 @@ CUDA_ARCHS ?= 80 90
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 BUILT := $(VENV)/.built
 
-.PHONY: demo test bench cuda-check install clean
+.PHONY: demo test bench cuda-check cuda-emulation install clean
 
 install: $(BUILT)
 
@@ -39,7 +39,7 @@ demo: install
 	$(VENV)/bin/diffrender fit --config configs/demo.toml -o out/fit
 	@echo "wrote out/fit/progress.mp4 (a sphere fitted to four silhouettes of the teapot)"
 
-test: install cuda-check
+test: install cuda-check cuda-emulation
 	$(PY) -m pytest -q -m "not cuda" tests
 
 bench: install
@@ -53,6 +53,11 @@ cuda-check:
 	for arch in $(CUDA_ARCHS); do for f in $$files; do \
 		$(NVCC) -std=c++17 -O3 --fmad=false -Icsrc -arch=sm_$$arch -c $$f -o /dev/null || exit 1; \
 	done; done; echo "cuda-check: compiled $$(echo $$files | wc -w) .cu file(s) for sm_$(CUDA_ARCHS)"
+
+# The CUDA kernels and their WITH_CUDA glue compiled for the CPU against tests/cuda_emulation, so
+# that the CUDA parity tests run here too (incremental: only what changed is recompiled).
+cuda-emulation: install
+	$(PY) tests/cuda_emulation/build.py
 
 clean:
 	rm -rf build renderer/_C*.so $(BUILT)

@@ -7,6 +7,11 @@
 #include "shading/shading.h"
 #include "texture/texture.h"
 
+#ifdef DIFFRENDER_CUDA_EMULATION
+// The tests' emulated-CUDA build adds its controls (tests/cuda_emulation/runtime.cpp).
+void bind_cuda_emulation(pybind11::module_& m);
+#endif
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "diffrender compiled kernels (CPU; CUDA when built WITH_CUDA)";
   m.def("rasterize_triangles_forward", &diffrender::rasterize_triangles_forward,
@@ -52,6 +57,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
+#ifdef DIFFRENDER_CUDA_EMULATION
+  bind_cuda_emulation(m);
+#endif
   m.def("num_threads_used", [](int64_t work_items) {
     // Reports how many distinct threads at::parallel_for really ran: guards the -fopenmp trap.
     std::vector<int> seen(at::get_num_threads(), 0);

@@ -1,5 +1,6 @@
 """Shared test helpers: the reference data in ../shared/reference (skipped with a reason when
-absent), gradient leaves, relative closeness, and the one-versus-two-threads determinism check."""
+absent), the `gpu` fixture, gradient leaves, relative closeness, and the one-versus-two-threads
+determinism check."""
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -7,8 +8,15 @@ import pytest
 import torch
 
 from diffrender._ext import _C
+from gpu_backends import GPU_PARAMS, backend
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@pytest.fixture(params=GPU_PARAMS)
+def gpu(request):
+    """Where the CUDA kernels run: a real GPU, or the CUDA emulation on the CPU (gpu_backends.py)."""
+    return backend(request.param)
 
 
 def reference_file(*parts: str) -> Path:

@@ -18,10 +18,6 @@ from diffrender.renderers import BarycentricRenderer
 from diffrender.shading import Material, PointLights
 from tf_scenes import cube, load_png
 
-HAS_CUDA = torch.cuda.is_available() and _C.with_cuda()
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and a CUDA build of diffrender")
-
-
 # --- a dense PyTorch reference of the same method ----------------------------------------------
 
 def antialias_reference(color, ids, clip, triangles, neighbors, bary, z):
@@ -641,7 +637,7 @@ def test_sphere_fits_the_cow_silhouettes():
     assert float(iou.mean()) >= 0.9, iou
 
 
-# --- CUDA parity (skipped without a GPU) -------------------------------------------------------
+# --- CUDA parity (on a GPU, and in the CUDA emulation) -----------------------------------------
 
 def antialias_grads(device, color, ids, clip, triangles, bary=None, z=None, seed=7):
     leaves = [color.to(device).clone().requires_grad_(True), clip.to(device).clone().requires_grad_(True)]
@@ -652,11 +648,9 @@ def antialias_grads(device, color, ids, clip, triangles, bary=None, z=None, seed
     return out.detach().cpu(), [g.cpu() for g in grads]
 
 
-@pytest.mark.cuda
-@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("with_raster", [True, False])
-def test_cuda_matches_cpu(dtype, with_raster):
+def test_cuda_matches_cpu(gpu, dtype, with_raster):
     scene = teapot_batch((72, 88), dtype)
     clip = camera.transform_homogeneous(
         camera.Camera(scene["camera_position"], scene["camera_lookat"], scene["camera_up"]).matrices(88 / 72),
@@ -666,25 +660,26 @@ def test_cuda_matches_cpu(dtype, with_raster):
     color = torch.rand(2, 72, 88, 4, dtype=dtype, generator=torch.Generator().manual_seed(0))
     extra = (bary, z) if with_raster else (None, None)
     cpu_out, cpu_grads = antialias_grads("cpu", color, ids, clip, faces, *extra)
-    gpu_out, gpu_grads = antialias_grads("cuda", color, ids, clip, faces, *extra)
+    with gpu():
+        gpu_out, gpu_grads = antialias_grads(gpu.device, color, ids, clip, faces, *extra)
     tolerance = 1e-4 if dtype == torch.float32 else 1e-10
     assert torch.allclose(cpu_out, gpu_out, atol=tolerance)
     for c, g in zip(cpu_grads, gpu_grads):
         assert torch.allclose(c, g, rtol=tolerance, atol=tolerance * 10)
 
 
-@pytest.mark.cuda
-@needs_cuda
-def test_cuda_backward_is_deterministic_and_render_runs_on_cuda():
+def test_cuda_backward_is_deterministic_and_render_runs_on_cuda(gpu):
     clip, triangles = random_triangles(11, batch=2, count=6, dtype=torch.float32)
     ids, bary, z = barycentric.rasterize_triangles(clip, triangles, 128, 128)
     color = torch.rand(2, 128, 128, 3)
-    first = antialias_grads("cuda", color, ids, clip, triangles, bary, z)[1]
-    for _ in range(3):
-        again = antialias_grads("cuda", color, ids, clip, triangles, bary, z)[1]
-        assert all(torch.equal(a, b) for a, b in zip(first, again))
+    runs = []
+    for schedule in (0, 1, 2, 3):
+        with gpu(schedule):
+            runs.append(antialias_grads(gpu.device, color, ids, clip, triangles, bary, z)[1])
+    assert all(torch.equal(a, b) for again in runs[1:] for a, b in zip(runs[0], again))
     scene = teapot_batch((48, 64))
     cpu = barycentric.render(**scene, antialias=True)
-    gpu = barycentric.render(**{k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in scene.items()},
-                             antialias=True).cpu()
-    assert (cpu - gpu).abs().gt(1e-3).float().mean() < 0.002
+    with gpu():
+        on_gpu = barycentric.render(**{k: v.to(gpu.device) if isinstance(v, torch.Tensor) else v
+                                       for k, v in scene.items()}, antialias=True).cpu()
+    assert (cpu - on_gpu).abs().gt(1e-3).float().mean() < 0.002

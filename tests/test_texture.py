@@ -11,7 +11,6 @@ from conftest import same_bits_for_one_and_two_threads
 from diffrender import texture
 from diffrender._ext import _C
 
-HAS_CUDA = torch.cuda.is_available() and _C.with_cuda()
 
 
 def random_case(seed, batch=2, size=(5, 7), channels=3, pixels=(6, 9), low=-0.4, high=1.4):
@@ -301,15 +300,18 @@ def test_the_compiled_op_validates_its_own_inputs():
                                    "bilinear", "clamp", True, True)
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and a CUDA build of diffrender")
 @pytest.mark.parametrize("filter", ["bilinear", "trilinear"])
-def test_cuda_matches_cpu_and_is_deterministic(filter):
+def test_cuda_matches_cpu_and_is_deterministic(gpu, filter):
     tex, uv = random_case(12, size=(33, 40), pixels=(50, 60))
     uv_da = torch.rand(2, 50, 60, 4, dtype=tex.dtype) * 0.1 if filter == "trilinear" else None
-    run = lambda device: value_and_grads(
-        lambda t, u: texture.sample(t, u, filter, uv_da=None if uv_da is None else uv_da.to(device)),
-        tex.to(device), uv.to(device))
-    on_gpu = run("cuda")
-    assert_all_close([x.cpu() for x in on_gpu], run("cpu"), atol=1e-10)
-    assert all(torch.equal(a, b) for a, b in zip(on_gpu, run("cuda")))
+
+    def run(device):
+        return value_and_grads(lambda t, u: texture.sample(t, u, filter, uv_da=None if uv_da is None else uv_da.to(device)),
+                               tex.to(device), uv.to(device))
+
+    with gpu():
+        on_gpu = [x.cpu() for x in run(gpu.device)]
+    assert_all_close(on_gpu, run("cpu"), atol=1e-10)
+    with gpu(schedule=3):
+        again = [x.cpu() for x in run(gpu.device)]
+    assert all(torch.equal(a, b) for a, b in zip(on_gpu, again))

@@ -87,7 +87,7 @@ std::vector<at::Tensor> antialias_forward(const at::Tensor& color, const at::Ten
     return {out, pair_alpha, pair_code};
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(col.device());
+  const CudaDeviceGuard guard(col.device());
   AT_DISPATCH_FLOATING_TYPES(col.scalar_type(), "antialias_forward_cuda", [&] {
     const AntialiasBuffers<scalar_t> in{col.data_ptr<scalar_t>(), ids.data_ptr<int64_t>(), clip.data_ptr<scalar_t>(),
                                         tris.data_ptr<int64_t>(), nbr.data_ptr<int64_t>(),
@@ -132,7 +132,7 @@ std::vector<at::Tensor> antialias_backward(const at::Tensor& grad_out, const at:
     return {grad_color, grad_clip};
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(col.device());
+  const CudaDeviceGuard guard(col.device());
   AT_DISPATCH_FLOATING_TYPES(col.scalar_type(), "antialias_backward_cuda", [&] {
     const AntialiasBuffers<scalar_t> in{col.data_ptr<scalar_t>(), ids.data_ptr<int64_t>(), clip.data_ptr<scalar_t>(),
                                         tris.data_ptr<int64_t>(), nbr.data_ptr<int64_t>(), nullptr, nullptr, batch,

@@ -144,6 +144,7 @@ cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int6
                                    cudaStream_t stream) {
   const TileGrid grid = tile_grid(width, height, batch);
   const int64_t tiles = grid.count(), items = batch * num_triangles;
+  if (tiles == 0) return cudaSuccess;  // an empty batch: CUDA refuses a launch of no blocks
   Scratch<TriangleSetup<T>> setups(items, stream);
   Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
   DR_CUDA_TRY(setups.status());
@@ -168,6 +169,7 @@ cudaError_t rasterize_backward_cuda(const T* clip, const int64_t* triangles, int
                                     int64_t num_triangles, int width, int height, const int64_t* ids, const T* bary,
                                     const T* grad_bary, T* grad_clip, cudaStream_t stream) {
   const int64_t pixels = int64_t(width) * height, total = batch * pixels;
+  if (total == 0) return cudaSuccess;
   Scratch<int64_t> keys(3 * total, stream);
   Scratch<T> contributions(12 * total, stream);
   DR_CUDA_TRY(keys.status());
@@ -184,6 +186,7 @@ cudaError_t interpolate_forward_cuda(const T* attributes, const int64_t* triangl
                                      int64_t num_vertices, int64_t channels, int64_t pixels, const int64_t* ids,
                                      const T* bary, T* out, cudaStream_t stream) {
   const int64_t total = batch * pixels;
+  if (total == 0) return cudaSuccess;
   interpolate_pixels<T><<<blocks_for(total), kThreads, 0, stream>>>(attributes, triangles, num_vertices, channels,
                                                                     pixels, total, ids, bary, out);
   return cudaGetLastError();
@@ -195,6 +198,7 @@ cudaError_t interpolate_backward_cuda(const T* grad_out, const T* attributes, co
                                       const int64_t* ids, const T* bary, T* grad_attributes, T* grad_bary,
                                       cudaStream_t stream) {
   const int64_t total = batch * pixels;
+  if (total == 0) return cudaSuccess;
   Scratch<int64_t> keys(3 * total, stream);
   Scratch<T> contributions(3 * total * channels, stream);
   DR_CUDA_TRY(keys.status());

@@ -33,7 +33,7 @@ std::vector<at::Tensor> rasterize_triangles_forward(const at::Tensor& clip_verti
     return {ids, bary, zbuf};
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(clip.device());
+  const CudaDeviceGuard guard(clip.device());
   AT_DISPATCH_FLOATING_TYPES(clip.scalar_type(), "rasterize_triangles_forward_cuda", [&] {
     check_cuda(rasterize_forward_cuda<scalar_t>(clip.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), batch,
                                                 clip.size(1), tris.size(0), static_cast<int>(width),
@@ -62,7 +62,7 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
   check_same_device_dtype(clip_vertices, barycentrics, "clip_vertices", "barycentrics");
   const bool cuda = on_cuda(clip_vertices, "rasterize_triangles");
   const auto ids = triangle_ids.contiguous();
-  if (cuda && triangles.size(0) > 0) {  // the CPU backward checks covered pixels' ids as it reads them
+  if (cuda && triangles.size(0) > 0 && ids.numel() > 0) {  // the CPU backward checks ids as it reads them
     const int64_t max_id = ids.max().item<int64_t>();
     TORCH_CHECK_INDEX(ids.min().item<int64_t>() >= 0 && max_id < triangles.size(0),
                       "triangle_ids out of range");
@@ -76,7 +76,7 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
     return grad_vertices;
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(clip.device());
+  const CudaDeviceGuard guard(clip.device());
   AT_DISPATCH_FLOATING_TYPES(clip.scalar_type(), "rasterize_triangles_backward_cuda", [&] {
     check_cuda(rasterize_backward_cuda<scalar_t>(clip.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), batch,
                                                  clip.size(1), tris.size(0), static_cast<int>(ids.size(2)),
@@ -108,8 +108,8 @@ void check_raster_inputs(const at::Tensor& attributes, const at::Tensor& triangl
   TORCH_CHECK_VALUE(triangle_ids.device() == attributes.device() && triangles.device() == attributes.device(),
                     "interpolate: all tensors must be on one device");
   TORCH_CHECK_VALUE(triangles.size(0) > 0, "interpolate needs at least one triangle");
-  TORCH_CHECK_INDEX(triangle_ids.min().item<int64_t>() >= 0 &&
-                        triangle_ids.max().item<int64_t>() < triangles.size(0),
+  TORCH_CHECK_INDEX(triangle_ids.numel() == 0 || (triangle_ids.min().item<int64_t>() >= 0 &&
+                                                   triangle_ids.max().item<int64_t>() < triangles.size(0)),
                     "triangle_ids out of range");
 }
 
@@ -127,7 +127,7 @@ at::Tensor interpolate_forward(const at::Tensor& attributes, const at::Tensor& t
     return out;
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(attr.device());
+  const CudaDeviceGuard guard(attr.device());
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_forward_cuda", [&] {
     check_cuda(interpolate_forward_cuda<scalar_t>(attr.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attr.size(0),
                                                   attr.size(1), attr.size(2), ids.size(1) * ids.size(2),
@@ -159,7 +159,7 @@ std::vector<at::Tensor> interpolate_backward(const at::Tensor& grad_out, const a
     return {grad_attributes, grad_bary};
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(attr.device());
+  const CudaDeviceGuard guard(attr.device());
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_backward_cuda", [&] {
     check_cuda(interpolate_backward_cuda<scalar_t>(grad.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(),
                                                    tris.data_ptr<int64_t>(), batch, attr.size(1), channels,

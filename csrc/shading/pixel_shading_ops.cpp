@@ -75,7 +75,7 @@ at::Tensor shade_pixels_forward(const at::Tensor& vertex_attributes, const c10::
     return rgba;
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(rgba.device());
+  const CudaDeviceGuard guard(rgba.device());
   AT_DISPATCH_FLOATING_TYPES(rgba.scalar_type(), "shade_pixels_forward_cuda", [&] {
     check_cuda(shade_pixels_forward_cuda<scalar_t>(pixel_shading_arrays<scalar_t>(in), rgba.data_ptr<scalar_t>(),
                                                    current_stream()),
@@ -114,7 +114,7 @@ std::vector<at::Tensor> shade_pixels_backward(const at::Tensor& grad_rgba, const
     return grads;
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const CudaDeviceGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "shade_pixels_backward_cuda", [&] {
     scalar_t* pointers[7];
     for (int k = 0; k < 7; ++k) pointers[k] = grads[k].defined() ? grads[k].data_ptr<scalar_t>() : nullptr;

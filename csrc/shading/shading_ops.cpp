@@ -74,7 +74,7 @@ at::Tensor phong_shade_forward(const at::Tensor& positions, const at::Tensor& no
     return out;
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(out.device());
+  const CudaDeviceGuard guard(out.device());
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "phong_shade_forward_cuda", [&] {
     check_cuda(phong_forward_cuda<scalar_t>(phong_arrays<scalar_t>(in), out.data_ptr<scalar_t>(), current_stream()),
                "phong_shade");
@@ -104,7 +104,7 @@ std::vector<at::Tensor> phong_shade_backward(const at::Tensor& grad_out, const a
     return grads;
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const CudaDeviceGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "phong_shade_backward_cuda", [&] {
     scalar_t* pointers[9];
     for (int k = 0; k < 9; ++k) pointers[k] = grads[k].defined() ? grads[k].data_ptr<scalar_t>() : nullptr;

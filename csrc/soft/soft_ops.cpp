@@ -99,7 +99,7 @@ std::vector<at::Tensor> forward(const at::Tensor& screen_vertices, const at::Ten
     return {image, aux, hard_ids};
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(screen.device());
+  const CudaDeviceGuard guard(screen.device());
   AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_forward_cuda", [&] {
     check_cuda(soft_rasterize_forward_cuda<scalar_t>(
                    params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
@@ -198,7 +198,7 @@ std::vector<at::Tensor> backward(const at::Tensor& screen_vertices, const at::Te
 #ifdef WITH_CUDA
   TORCH_CHECK_VALUE(3 * batch * tris.size(0) < (int64_t(1) << 31),
                     "soft_rasterize backward on CUDA supports at most 2^31 - 1 triangle corners (B*F*3)");
-  const c10::cuda::CUDAGuard guard(screen.device());
+  const CudaDeviceGuard guard(screen.device());
   const auto img = image.contiguous(), saved = aux.contiguous(), grad = grad_image.contiguous();
   const auto ids = hard ? hard_ids.contiguous() : hard_ids;
   records.batch_offsets.assign(batch + 1, 0);

@@ -87,7 +87,7 @@ at::Tensor texture_sample_forward(const at::Tensor& levels, const std::vector<in
     return out;
   }
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(out.device());
+  const CudaDeviceGuard guard(out.device());
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "texture_sample_forward_cuda", [&] {
     check_cuda(texture_sample_forward_cuda<scalar_t>(sample_pixels<scalar_t>(in), in.mips,
                                                      in.levels.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
@@ -119,7 +119,7 @@ std::vector<at::Tensor> texture_sample_backward(const at::Tensor& grad_out, cons
 #ifdef WITH_CUDA
   TORCH_CHECK_VALUE(grad.numel() / channels * kFootprintCorners < (int64_t(1) << 31),
                     "texture.sample backward on CUDA supports at most 2^28 pixels");
-  const c10::cuda::CUDAGuard guard(grad.device());
+  const CudaDeviceGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "texture_sample_backward_cuda", [&] {
     check_cuda(texture_sample_backward_cuda<scalar_t>(sample_pixels<scalar_t>(in), in.mips,
                                                       in.levels.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(),

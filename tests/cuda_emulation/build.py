@@ -1,0 +1,99 @@
+"""Builds diffrender's CUDA kernels and their torch glue as a CPU module for the tests: the .cu
+files are compiled as C++ against the emulated CUDA runtime in include/ (their kernel launches
+rewritten into calls), the *_ops.cpp glue with WITH_CUDA, so that every "CUDA" path of every op
+runs on CPU tensors."""
+from pathlib import Path
+from typing import List
+
+from torch.utils import cpp_extension
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CSRC = ROOT / "csrc"
+BUILD = ROOT / "build" / "cuda_emulation"
+MODULE = "diffrender_cuda_emulated"
+
+
+def _matching(text: str, start: int, opening: str, closing: str, step: int) -> int:
+    """Index of the bracket that closes the one at text[start], scanning by step (+1 or -1)."""
+    depth = 0
+    i = start
+    while 0 <= i < len(text):
+        if text[i] == opening:
+            depth += 1
+        elif text[i] == closing:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += step
+    raise ValueError(f"unbalanced {opening}{closing} from offset {start}")
+
+
+def translate_launches(source: str) -> str:
+    """Rewrites each `kernel<Targs><<<config>>>(args)` into
+    `::cuda_emulation::launch(::cuda_emulation::config(config), kernel<Targs>, args)`."""
+    out: List[str] = []
+    pos = 0
+    while (start := source.find("<<<", pos)) >= 0:
+        config_end = source.index(">>>", start)
+        name_start = start
+        if source[name_start - 1] == ">":  # explicit template arguments
+            name_start = _matching(source, name_start - 1, ">", "<", -1)
+        while name_start > 0 and (source[name_start - 1].isalnum() or source[name_start - 1] in "_:"):
+            name_start -= 1
+        call_start = config_end + 3
+        if source[call_start] != "(":
+            raise ValueError(f"kernel launch without arguments at offset {start}")
+        call_end = _matching(source, call_start, "(", ")", +1)
+        kernel, config = source[name_start:start], source[start + 3:config_end]
+        args = source[call_start + 1:call_end]
+        out += [source[pos:name_start], f"::cuda_emulation::launch(::cuda_emulation::config({config}), {kernel}",
+                f", {args})" if args.strip() else ")"]
+        pos = call_end + 1
+    out.append(source[pos:])
+    return "".join(out)
+
+
+TRANSLATED = BUILD / "translated"
+
+
+def _translate_tree() -> List[str]:
+    """Mirrors csrc's .cu and .cuh files under TRANSLATED (the .cu ones as .cpp), rewriting a file
+    only when its text changes so that ninja rebuilds only what changed. Returns the .cpp paths."""
+    sources = []
+    for path in sorted(CSRC.rglob("*.cu")) + sorted(CSRC.rglob("*.cuh")):
+        relative = path.relative_to(CSRC)
+        target = TRANSLATED / (relative.with_suffix(".emulated.cpp") if path.suffix == ".cu" else relative)
+        text = f'#line 1 "{path}"\n' + translate_launches(path.read_text())
+        if not target.exists() or target.read_text() != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        if path.suffix == ".cu":
+            sources.append(str(target))
+    return sources
+
+
+def load(verbose: bool = False):
+    """Compiles (incrementally) and imports the emulated module."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    sources = sorted(str(p) for p in CSRC.rglob("*.cpp")) + [str(HERE / "runtime.cpp")] + _translate_tree()
+    return cpp_extension.load(
+        name=MODULE,
+        sources=sources,
+        # The translated .cuh files shadow csrc's.
+        extra_include_paths=[str(HERE / "include"), str(TRANSLATED), str(CSRC)],
+        extra_cflags=["-O1", "-fopenmp", "-DWITH_CUDA", "-DDIFFRENDER_CUDA_EMULATION"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(BUILD),
+        verbose=verbose,
+    )
+
+
+def main() -> None:
+    print("cuda-emulation: compiling the CUDA kernels for the CPU (once; then only what changed)", flush=True)
+    module = load()
+    print(f"cuda-emulation: {module.__file__}")
+
+
+if __name__ == "__main__":
+    main()
