@@ -9,7 +9,7 @@ CUDA_ARCHS ?= 80 90
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 BUILT := $(VENV)/.built
 
-.PHONY: demo test bench cuda-check cuda-emulation install clean
+.PHONY: demo test bench cuda-check cuda-emulation-test install clean
 
 install: $(BUILT)
 
@@ -39,8 +39,9 @@ demo: install
 	$(VENV)/bin/diffrender fit --config configs/demo.toml -o out/fit
 	@echo "wrote out/fit/progress.mp4 (a sphere fitted to four silhouettes of the teapot)"
 
-test: install cuda-check cuda-emulation
-	$(PY) -m pytest -q -m "not cuda" tests
+test: install cuda-check
+	$(PY) -m pytest -q -m "not cuda and not cuda_emulation" tests
+	$(MAKE) --no-print-directory cuda-emulation-test
 
 bench: install
 	@for script in tests/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
@@ -54,10 +55,19 @@ cuda-check:
 		$(NVCC) -std=c++17 -O3 --fmad=false -Icsrc -arch=sm_$$arch -c $$f -o /dev/null || exit 1; \
 	done; done; echo "cuda-check: compiled $$(echo $$files | wc -w) .cu file(s) for sm_$(CUDA_ARCHS)"
 
-# The CUDA kernels and their WITH_CUDA glue compiled for the CPU against tests/cuda_emulation, so
-# that the CUDA parity tests run here too (incremental: only what changed is recompiled).
-cuda-emulation: install
-	$(PY) tests/cuda_emulation/build.py
+# The CUDA kernels and their WITH_CUDA glue compiled for the CPU against tests/cuda_emulation, and
+# the CUDA parity tests run on them; with AddressSanitizer where gcc has it, so that any
+# out-of-bounds read or write of a kernel stops the run with a report (compute-sanitizer's memcheck,
+# on the CPU). Incremental: only what changed is recompiled.
+ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
+ASAN_REPORT = build/cuda_emulation/asan-report
+cuda-emulation-test: install
+	@if [ -f "$(ASAN_LIB)" ]; then \
+	  export DIFFRENDER_EMULATION_ASAN=1 LD_PRELOAD="$(ASAN_LIB) $$(gcc -print-file-name=libstdc++.so)" \
+	         ASAN_OPTIONS=detect_leaks=0:log_path=$(ASAN_REPORT); rm -f $(ASAN_REPORT).*; \
+	else echo "cuda-emulation: libasan not found, running without AddressSanitizer"; fi; \
+	$(PY) tests/cuda_emulation/build.py && $(PY) -m pytest -q -m cuda_emulation tests \
+	|| { grep -hv "swapcontext" $(ASAN_REPORT).* 2>/dev/null | head -40; exit 1; }
 
 clean:
 	rm -rf build renderer/_C*.so $(BUILT)

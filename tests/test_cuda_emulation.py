@@ -10,6 +10,8 @@ from diffrender import barycentric
 from diffrender._ext import _C
 from gpu_backends import backend
 
+pytestmark = pytest.mark.cuda_emulation
+
 
 def test_translate_launches_rewrites_every_form():
     source = ("a<<<blocks_for(n), kThreads, 0, stream>>>(x, f(y, z));\n"
@@ -115,3 +117,9 @@ def test_barriers_order_shared_memory(emulated, schedule):
 def test_launch_configurations_are_checked_as_cuda_does(emulated, config, status):
     assert emulated.module.launch_status(*config) == status
     assert emulated.module.launch_status(1, 1, 1, 1) == 0, "cudaGetLastError must clear the error"
+
+
+def test_divergent_barriers_are_refused(emulated):
+    with pytest.raises(RuntimeError, match="divergent __syncthreads"):
+        emulated.module.divergent_barrier(32)
+    emulated.module.launch_order(1, 4, 1)  # the emulation still works afterwards

@@ -2,6 +2,7 @@
 files are compiled as C++ against the emulated CUDA runtime in include/ (their kernel launches
 rewritten into calls), the *_ops.cpp glue with WITH_CUDA, so that every "CUDA" path of every op
 runs on CPU tensors."""
+import os
 from pathlib import Path
 from typing import List
 
@@ -73,20 +74,34 @@ def _translate_tree() -> List[str]:
     return sources
 
 
+# DIFFRENDER_EMULATION_ASAN=1 builds a separate AddressSanitizer module (run python with
+# LD_PRELOAD=$(gcc -print-file-name=libasan.so)): out-of-bounds reads and writes of the kernels,
+# in scratch and in torch's tensors alike, then stop with a report, as compute-sanitizer would.
+ASAN = os.environ.get("DIFFRENDER_EMULATION_ASAN") == "1"
+SANITIZE = ["-fsanitize=address", "-fno-omit-frame-pointer"] if ASAN else []
+
+
 def load(verbose: bool = False):
     """Compiles (incrementally) and imports the emulated module."""
-    BUILD.mkdir(parents=True, exist_ok=True)
+    build = BUILD / "asan" if ASAN else BUILD
+    build.mkdir(parents=True, exist_ok=True)
     sources = sorted(str(p) for p in CSRC.rglob("*.cpp")) + [str(HERE / "runtime.cpp")] + _translate_tree()
-    return cpp_extension.load(
-        name=MODULE,
-        sources=sources,
-        # The translated .cuh files shadow csrc's.
-        extra_include_paths=[str(HERE / "include"), str(TRANSLATED), str(CSRC)],
-        extra_cflags=["-O1", "-fopenmp", "-DWITH_CUDA", "-DDIFFRENDER_CUDA_EMULATION"],
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(BUILD),
-        verbose=verbose,
-    )
+    # The compilers need no preloaded sanitizer runtime (this process already has it).
+    preload = os.environ.pop("LD_PRELOAD", None)
+    try:
+        return cpp_extension.load(
+            name=MODULE + ("_asan" if ASAN else ""),
+            sources=sources,
+            # The translated .cuh files shadow csrc's.
+            extra_include_paths=[str(HERE / "include"), str(TRANSLATED), str(CSRC)],
+            extra_cflags=["-O1", "-fopenmp", "-DWITH_CUDA", "-DDIFFRENDER_CUDA_EMULATION"] + SANITIZE,
+            extra_ldflags=["-fopenmp"] + SANITIZE,
+            build_directory=str(build),
+            verbose=verbose,
+        )
+    finally:
+        if preload is not None:
+            os.environ["LD_PRELOAD"] = preload
 
 
 def main() -> None:

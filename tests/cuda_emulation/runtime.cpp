@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <numeric>
 #include <random>
 #include <stdexcept>
-#include <string>
 #include <vector>
+
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include <torch/extension.h>
 
@@ -51,22 +53,51 @@ struct Fiber {
   ucontext_t context;
   uint3 index;
   bool done = false;
+  void* stack = nullptr;
+  void* fake_stack = nullptr;  // AddressSanitizer's, while the fiber is switched out
 };
 
 struct Block {
   ucontext_t scheduler;
   std::vector<Fiber> fibers;
   int64_t current = 0;
+  bool plain = false;  // threads run as plain calls, without fibers
   const std::function<void()>* body = nullptr;
+  const void* scheduler_stack = nullptr;  // for AddressSanitizer's fiber annotations
+  size_t scheduler_stack_bytes = 0;
 };
 
 thread_local Block* t_block = nullptr;
 
+// The switches, announced to AddressSanitizer (when built with it) so that it tracks which stack
+// is live; a fiber that ends passes a null fake-stack slot, which frees its fake stack.
+#ifdef __SANITIZE_ADDRESS__
+void leave(void** fake_stack, const void* to, size_t bytes) { __sanitizer_start_switch_fiber(fake_stack, to, bytes); }
+void arrive(void* fake_stack, const void** from, size_t* bytes) {
+  __sanitizer_finish_switch_fiber(fake_stack, from, bytes);
+}
+#else
+void leave(void**, const void*, size_t) {}
+void arrive(void*, const void**, size_t*) {}
+#endif
+
 void fiber_main() {
   Block* block = t_block;
+  arrive(nullptr, &block->scheduler_stack, &block->scheduler_stack_bytes);
   (*block->body)();
   block->fibers[block->current].done = true;
+  leave(nullptr, block->scheduler_stack, block->scheduler_stack_bytes);
   // uc_link returns to the scheduler.
+}
+
+void run_fiber(Block& block, int64_t i) {
+  Fiber& fiber = block.fibers[i];
+  threadIdx = fiber.index;
+  block.current = i;
+  void* fake_stack = nullptr;
+  leave(&fake_stack, fiber.stack, kStackBytes);
+  swapcontext(&block.scheduler, &fiber.context);
+  arrive(fake_stack, nullptr, nullptr);
 }
 
 std::vector<int64_t> order(int64_t count, uint64_t salt) {
@@ -81,28 +112,45 @@ std::vector<int64_t> order(int64_t count, uint64_t salt) {
   return result;
 }
 
+void start_fiber(Block& block, const Stacks& stacks, int64_t i) {
+  Fiber& fiber = block.fibers[i];
+  fiber.done = false;
+  getcontext(&fiber.context);
+  fiber.stack = stacks.stack(i);
+  fiber.context.uc_stack.ss_sp = fiber.stack;
+  fiber.context.uc_stack.ss_size = kStackBytes;
+  fiber.context.uc_link = &block.scheduler;
+  makecontext(&fiber.context, fiber_main, 0);
+}
+
 void run_block(Block& block, const Stacks& stacks, uint64_t salt) {
   const int64_t count = static_cast<int64_t>(block.fibers.size());
-  for (int64_t i = 0; i < count; ++i) {
-    Fiber& fiber = block.fibers[i];
-    fiber.done = false;
-    getcontext(&fiber.context);
-    fiber.context.uc_stack.ss_sp = stacks.stack(i);
-    fiber.context.uc_stack.ss_size = kStackBytes;
-    fiber.context.uc_link = &block.scheduler;
-    makecontext(&fiber.context, fiber_main, 0);
-  }
   const std::vector<int64_t> schedule = order(count, salt);
-  // Each round runs every live thread up to its next barrier or its end. Threads that have ended
-  // count as arrived, as on Volta and later.
-  for (;;) {
-    bool live = false;
-    for (int64_t i : schedule) {
-      Fiber& fiber = block.fibers[i];
+  // The first thread runs on a fiber. A block's barriers are the same for all its threads (CUDA
+  // requires it), so when the first thread ends without one, the others need no fibers: they run
+  // as plain calls, and one that reaches a barrier is a divergent __syncthreads.
+  start_fiber(block, stacks, schedule[0]);
+  run_fiber(block, schedule[0]);
+  if (block.fibers[schedule[0]].done) {
+    block.plain = true;
+    for (int64_t k = 1; k < count; ++k) {
+      block.current = schedule[k];
+      threadIdx = block.fibers[schedule[k]].index;
+      (*block.body)();
+    }
+    block.plain = false;
+    return;
+  }
+  for (int64_t k = 1; k < count; ++k) start_fiber(block, stacks, schedule[k]);
+  // Each round runs every live thread up to its next barrier or its end (the first thread has
+  // already run its part of round one). Threads that have ended count as arrived, as on Volta and
+  // later.
+  for (int64_t first = 1;; first = 0) {
+    bool live = first == 1;  // the first thread waits at a barrier after round one's part
+    for (int64_t k = first; k < count; ++k) {
+      Fiber& fiber = block.fibers[schedule[k]];
       if (fiber.done) continue;
-      threadIdx = fiber.index;
-      block.current = i;
-      swapcontext(&block.scheduler, &fiber.context);
+      run_fiber(block, schedule[k]);
       live = live || !fiber.done;
     }
     if (!live) break;
@@ -127,8 +175,12 @@ cudaError_t take_error() {
 void sync_threads() {
   Block* block = t_block;
   if (!block) throw std::logic_error("cuda emulation: __syncthreads outside a kernel");
+  if (block->plain)
+    throw std::logic_error("cuda emulation: divergent __syncthreads (the block's first thread ended without it)");
   Fiber& fiber = block->fibers[block->current];
+  leave(&fiber.fake_stack, block->scheduler_stack, block->scheduler_stack_bytes);
   swapcontext(&fiber.context, &block->scheduler);
+  arrive(fiber.fake_stack, nullptr, nullptr);
 }
 
 bool run_grid(const LaunchConfig& config, const std::function<void()>& body) {
@@ -190,6 +242,10 @@ void rotate_through_shared(bool barrier, int64_t* out) {
 
 void do_nothing() {}
 
+void barrier_unless_first_lane() {
+  if (threadIdx.x > 0) __syncthreads();
+}
+
 }  // namespace
 
 void bind_cuda_emulation(pybind11::module_& m) {
@@ -212,6 +268,9 @@ void bind_cuda_emulation(pybind11::module_& m) {
     cuda_emulation::launch(cuda_emulation::config(blocks, threads), rotate_through_shared, barrier, out.data());
     return out;
   });
+  m.def("divergent_barrier", [](unsigned threads) {
+    cuda_emulation::launch(cuda_emulation::config(1, threads), barrier_unless_first_lane);
+  }, "a kernel whose first lane skips the barrier the others reach");
   m.def("launch_status", [](unsigned blocks, unsigned threads_x, unsigned threads_y, unsigned threads_z) {
     cuda_emulation::launch(cuda_emulation::config(blocks, dim3(threads_x, threads_y, threads_z)), do_nothing);
     return int(cudaGetLastError());
