@@ -1,6 +1,7 @@
 """Shared test helpers: the reference data in ../shared/reference (skipped with a reason when
 absent), the `gpu` fixture, gradient leaves, relative closeness, and the one-versus-two-threads
 determinism check."""
+import os
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -10,7 +11,8 @@ import torch
 from diffrender._ext import _C
 from gpu_backends import GPU_PARAMS, backend
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# ../shared/reference beside the repository, or DIFFRENDER_REFERENCE (a copy carried to a GPU machine).
+REFERENCE = Path(os.environ.get("DIFFRENDER_REFERENCE") or Path(__file__).resolve().parents[2] / "shared" / "reference")
 
 
 @pytest.fixture(params=GPU_PARAMS)

@@ -226,6 +226,27 @@ def test_empty_and_degenerate_shapes_match_the_cpu(gpu, case):
         assert torch.equal(c, g) if not c.is_floating_point() else torch.allclose(c, g, atol=1e-12)
 
 
+def bad_id_calls(device):
+    """Op calls whose triangle ids [1,4,4] point past the two triangles."""
+    clip = torch.rand(1, 5, 4, **F64).to(device)
+    triangles = torch.tensor([[0, 1, 2], [1, 2, 3]], device=device)
+    ids = torch.full((1, 4, 4), 7, dtype=torch.long, device=device)
+    bary = torch.full((1, 4, 4, 3), 1 / 3, **F64).to(device)
+    attributes = torch.rand(1, 5, 2, **F64).to(device)
+    grad = torch.rand(1, 4, 4, 2, **F64).to(device)
+    return {"rasterize backward": lambda: _C.rasterize_triangles_backward(clip, triangles, ids, bary, bary),
+            "interpolate": lambda: _C.interpolate_forward(attributes, triangles, ids, bary),
+            "interpolate backward": lambda: _C.interpolate_backward(grad, attributes, triangles, ids, bary)}
+
+
+@pytest.mark.parametrize("call", list(bad_id_calls("cpu")))
+def test_out_of_range_ids_are_refused_before_any_kernel_reads_them(gpu, call):
+    with pytest.raises(IndexError, match="triangle_ids"):
+        bad_id_calls("cpu")[call]()
+    with gpu(), pytest.raises(IndexError, match="triangle_ids out of range"):
+        bad_id_calls(gpu.device)[call]()
+
+
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 
 

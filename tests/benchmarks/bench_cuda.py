@@ -127,7 +127,7 @@ def soft_rows(cow, sizes, batches, device, results):
 def fit_row(device: torch.device, results) -> list:
     """The preset through the real command on ``device``: loop seconds (params.json) and wall."""
     with tempfile.TemporaryDirectory() as folder:
-        command = [str(Path(sys.executable).with_name("diffrender")), "fit", "--config", str(FOUR_VIEWS),
+        command = [sys.executable, "-m", "diffrender.cli", "fit", "--config", str(FOUR_VIEWS),
                    *map(str, COW_TARGETS), "-o", folder, "--device", device.type]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)

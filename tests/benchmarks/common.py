@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ from rich.table import Table
 from diffrender import shapes
 from diffrender.mesh import load_mesh
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+# ../shared/reference beside the repository, or DIFFRENDER_REFERENCE (a copy carried to a GPU machine).
+REFERENCE = Path(os.environ.get("DIFFRENDER_REFERENCE") or Path(__file__).resolve().parents[3] / "shared" / "reference")
 
 
 def median_ms(function: Callable[[], object], repeats: int = 5, warmup: int = 1, budget_s: float = 3.0) -> float:
