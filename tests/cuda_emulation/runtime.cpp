@@ -183,14 +183,14 @@ void sync_threads() {
   arrive(fiber.fake_stack, nullptr, nullptr);
 }
 
-bool run_grid(const LaunchConfig& config, const std::function<void()>& body) {
+void run_grid(const LaunchConfig& config, const std::function<void()>& body) {
   const dim3 grid = config.grid, block_dim = config.block;
   const int64_t threads = int64_t(block_dim.x) * block_dim.y * block_dim.z;
   // CUDA's limits: a non-empty grid, x < 2^31, y and z < 2^16, at most 1024 threads, z ≤ 64.
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7FFFFFFFu || grid.y > 65535 || grid.z > 65535 ||
       threads == 0 || threads > kMaxThreadsPerBlock || block_dim.z > 64) {
     set_error(cudaErrorInvalidConfiguration);
-    return false;
+    return;
   }
   if (t_block) throw std::logic_error("cuda emulation: kernel launched from a kernel");
   ++g_counters.launches;
@@ -216,7 +216,6 @@ bool run_grid(const LaunchConfig& config, const std::function<void()>& body) {
     throw;
   }
   t_block = nullptr;
-  return true;
 }
 
 }  // namespace cuda_emulation

@@ -92,9 +92,9 @@ struct LaunchConfig {
 
 inline LaunchConfig config(dim3 grid, dim3 block, size_t = 0, cudaStream_t = nullptr) { return {grid, block}; }
 
-// Runs body() once per thread of the grid; false (and cudaErrorInvalidConfiguration) when CUDA
-// would refuse the configuration.
-bool run_grid(const LaunchConfig& config, const std::function<void()>& body);
+// Runs body() once per thread of the grid, or sets cudaErrorInvalidConfiguration where CUDA would
+// refuse the configuration.
+void run_grid(const LaunchConfig& config, const std::function<void()>& body);
 
 void sync_threads();
 
@@ -118,7 +118,6 @@ inline T atomicAdd(T* address, T value) {
 }
 
 inline cudaError_t cudaGetLastError() { return cuda_emulation::take_error(); }
-inline cudaError_t cudaPeekAtLastError() { return cudaSuccess; }
 
 inline const char* cudaGetErrorString(cudaError_t error) {
   switch (error) {
