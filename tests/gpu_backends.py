@@ -23,7 +23,6 @@ def _op_names(module) -> list:
 
 
 class RealCuda:
-    name = "cuda"
     device = "cuda"
 
     @contextlib.contextmanager
@@ -36,7 +35,6 @@ class EmulatedCuda:
     the CPU, and torch fills new empty tensors with NaN meanwhile, so that an output element no
     kernel writes cannot pass for a right answer."""
 
-    name = "emulated"
     device = "cpu"
 
     def __init__(self):
@@ -45,9 +43,6 @@ class EmulatedCuda:
         self.module = build.load()
         missing = set(_op_names(_C)) ^ set(_op_names(self.module))
         assert not missing, f"the emulated module and _C differ in their ops: {sorted(missing)}"
-
-    def launches(self) -> int:
-        return self.module.counters()[0]
 
     @contextlib.contextmanager
     def __call__(self, schedule: int = 0) -> Iterator[None]:

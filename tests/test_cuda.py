@@ -124,9 +124,9 @@ def test_shade_pixels_parity_and_determinism(gpu, per_pixel_diffuse):
     gpu_out, gpu_grads = grads_on_gpu(gpu, fn, *inputs)
     again_out, again_grads = grads_on_gpu(gpu, fn, *inputs, schedule=2)
     assert torch.allclose(cpu_out[0], gpu_out[0], atol=1e-12)
-    for c, gpu, again in zip(cpu_grads, gpu_grads, again_grads):
-        assert torch.allclose(c, gpu, atol=1e-10)
-        assert torch.equal(gpu, again)
+    for c, on_gpu, again in zip(cpu_grads, gpu_grads, again_grads):
+        assert torch.allclose(c, on_gpu, atol=1e-10)
+        assert torch.equal(on_gpu, again)
 
 
 # --- Empty and degenerate shapes: the GPU does what the CPU does ------------------------------
@@ -134,69 +134,42 @@ def test_shade_pixels_parity_and_determinism(gpu, per_pixel_diffuse):
 F64 = dict(dtype=torch.float64)
 
 
-def weighted_backward(outputs, leaves):
-    """The outputs, then the gradients of a random weighting of the float outputs."""
-    g = torch.Generator().manual_seed(3)
-    floats = [o for o in outputs if o.is_floating_point() and o.requires_grad]
-    loss = sum((o * torch.rand(o.shape, generator=g, **F64).to(o.device)).sum() for o in floats)
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    return [o.detach() for o in outputs] + [x for x in grads if x is not None]
-
-
-def clip_leaf(batch, device):
-    clip = torch.rand(batch, 5, 4, generator=torch.Generator().manual_seed(1), **F64) * 1.6 - 0.8
+def edge_scene(batch, faces, channels, seed=1):
+    """(clip [B,5,4], triangles [faces,3], attributes [B,5,channels]): float64, drawn once."""
+    g = torch.Generator().manual_seed(seed)
+    clip = torch.rand(batch, 5, 4, generator=g, **F64) * 1.6 - 0.8
     clip[..., 3] = 1.0
-    return clip.to(device).requires_grad_(True)
-
-
-def some_triangles(count, device):
-    return torch.randint(0, 5, (count, 3), generator=torch.Generator().manual_seed(2)).to(device)
+    return clip, torch.randint(0, 5, (faces, 3), generator=g), torch.rand(batch, 5, channels, generator=g, **F64)
 
 
 def rasterize_case(batch, faces, width=8, height=6):
-    def run(device):
-        clip = clip_leaf(batch, device)
-        return weighted_backward(barycentric.rasterize_triangles(clip, some_triangles(faces, device), width, height),
-                                 [clip])
-    return run
+    clip, triangles, _ = edge_scene(batch, faces, 0)
+    return lambda c, t: barycentric.rasterize_triangles(c, t, width, height), (clip, triangles)
 
 
 def interpolate_case(batch, channels):
-    def run(device):
-        triangles = torch.tensor([[0, 1, 2], [2, 3, 4]], device=device)
-        ids, bary, _ = barycentric.rasterize_triangles(clip_leaf(batch, device).detach(), triangles, 8, 6)
-        attributes = torch.rand(batch, 5, channels, **F64).to(device).requires_grad_(True)
-        bary.requires_grad_(True)
-        return weighted_backward([barycentric.interpolate(attributes, triangles, ids, bary)], [attributes, bary])
-    return run
+    clip, _, attributes = edge_scene(batch, 0, channels)
+    triangles = torch.tensor([[0, 1, 2], [2, 3, 4]])
+    ids, bary, _ = barycentric.rasterize_triangles(clip, triangles, 8, 6)
+    return (lambda a, b: barycentric.interpolate(a, triangles.to(a.device), ids.to(a.device), b),
+            (attributes, bary))
 
 
 def soft_case(batch, faces, channels):
-    def run(device):
-        clip = clip_leaf(batch, device)
-        attributes = torch.rand(batch, 5, channels, **F64).to(device).requires_grad_(True)
-        image = soft.rasterize(clip, some_triangles(faces, device), attributes, 8, 6, sigma_val=1e-3)
-        return weighted_backward([image], [clip, attributes])
-    return run
+    return lambda c, t, a: soft.rasterize(c, t, a, 8, 6, sigma_val=1e-3), edge_scene(batch, faces, channels)
 
 
 def phong_case(batch, points, lights):
-    def run(device):
-        g = torch.Generator().manual_seed(4)
-        shapes = [(batch, points, 3)] * 3 + [(batch, 3), (batch, lights, 3), (batch, lights, 3), (batch, points, 3),
-                                              (batch, points), (batch, 3)]
-        inputs = [(torch.rand(s, generator=g, **F64) + 0.5).to(device).requires_grad_(True) for s in shapes]
-        return weighted_backward([shading.phong(*inputs)], inputs)
-    return run
+    g = torch.Generator().manual_seed(4)
+    shapes = [(batch, points, 3)] * 3 + [(batch, 3), (batch, lights, 3), (batch, lights, 3), (batch, points, 3),
+                                          (batch, points), (batch, 3)]
+    return shading.phong, [torch.rand(s, generator=g, **F64) + 0.5 for s in shapes]
 
 
 def texture_case(batch, height, width):
-    def run(device):
-        tex = torch.rand(1, 4, 5, 3, generator=torch.Generator().manual_seed(5), **F64).to(device)
-        uv = torch.rand(batch, height, width, 2, **F64).to(device).requires_grad_(True)
-        tex.requires_grad_(True)
-        return weighted_backward([texture.sample(tex, uv, "bilinear")], [tex, uv])
-    return run
+    g = torch.Generator().manual_seed(5)
+    inputs = (torch.rand(1, 4, 5, 3, generator=g, **F64), torch.rand(batch, height, width, 2, generator=g, **F64))
+    return lambda tex, uv: texture.sample(tex, uv, "bilinear"), inputs
 
 
 EDGE_CASES = {
@@ -218,11 +191,11 @@ EDGE_CASES = {
 
 @pytest.mark.parametrize("case", list(EDGE_CASES))
 def test_empty_and_degenerate_shapes_match_the_cpu(gpu, case):
-    cpu = EDGE_CASES[case]("cpu")
-    with gpu():
-        on_gpu = [x.cpu() for x in EDGE_CASES[case](gpu.device)]
-    assert [x.shape for x in on_gpu] == [x.shape for x in cpu]
-    for c, g in zip(cpu, on_gpu):
+    function, inputs = EDGE_CASES[case]
+    cpu_out, cpu_grads = grads_on("cpu", function, *inputs)
+    gpu_out, gpu_grads = grads_on_gpu(gpu, function, *inputs)
+    assert [x.shape for x in gpu_out + gpu_grads] == [x.shape for x in cpu_out + cpu_grads]
+    for c, g in zip(cpu_out + cpu_grads, gpu_out + gpu_grads):
         assert torch.equal(c, g) if not c.is_floating_point() else torch.allclose(c, g, atol=1e-12)
 
 

@@ -12,7 +12,6 @@ from diffrender import texture
 from diffrender._ext import _C
 
 
-
 def random_case(seed, batch=2, size=(5, 7), channels=3, pixels=(6, 9), low=-0.4, high=1.4):
     g = torch.Generator().manual_seed(seed)
     tex = torch.rand(batch, *size, channels, generator=g, dtype=torch.float64)

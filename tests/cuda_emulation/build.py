@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CSRC = ROOT / "csrc"
 BUILD = ROOT / "build" / "cuda_emulation"
+TRANSLATED = BUILD / "translated"
 MODULE = "diffrender_cuda_emulated"
 
 
@@ -53,9 +54,6 @@ def translate_launches(source: str) -> str:
         pos = call_end + 1
     out.append(source[pos:])
     return "".join(out)
-
-
-TRANSLATED = BUILD / "translated"
 
 
 def _translate_tree() -> List[str]:
