@@ -79,6 +79,32 @@ def test_cuda_backward_is_deterministic(gpu):
         assert torch.equal(first, grads_on_gpu(gpu, fn, clip, triangles, schedule=schedule)[1][0])
 
 
+def screen_filling_quad():
+    """Two triangles that cover the whole image, in a batch of two slightly different views."""
+    clip = torch.tensor([[-1.3, -1.2, 0.2, 1.0], [1.2, -1.3, 0.3, 1.1], [1.3, 1.2, 0.4, 0.9], [-1.2, 1.3, 0.1, 1.0]],
+                        dtype=torch.float64).repeat(2, 1, 1)
+    clip[1, :, :2] *= 1.05
+    return clip, torch.tensor([[0, 1, 2], [0, 2, 3]])
+
+
+def test_screen_filling_triangles_sum_long_runs_exactly(gpu):
+    # Each vertex collects ~10^4 pixel corners: the ordered scatter sums them through four levels
+    # of fixed chunks, which must lose or repeat no slot.
+    clip, triangles = screen_filling_quad()
+    attributes = torch.randn(2, 4, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def fn(c, t, a):
+        ids, bary, _ = barycentric.rasterize_triangles(c, t, 160, 120)
+        return barycentric.interpolate(a, t, ids, bary)
+
+    _, cpu_grads = grads_on("cpu", fn, clip, triangles, attributes)
+    _, gpu_grads = grads_on_gpu(gpu, fn, clip, triangles, attributes)
+    for c, g in zip(cpu_grads, gpu_grads):
+        assert torch.allclose(c, g, rtol=1e-9, atol=1e-9)
+    assert all(torch.equal(g, r) for g, r in zip(gpu_grads, grads_on_gpu(gpu, fn, clip, triangles, attributes,
+                                                                         schedule=5)[1]))
+
+
 def test_interpolate_and_phong_parity(gpu):
     clip, triangles = random_clip(2, batch=1, vertices=50, faces=60)
     clip = clip.double()
@@ -393,3 +419,25 @@ def test_soft_textured_cuda_is_deterministic(gpu):
         assert torch.equal(first_image, image)
         for a, b in zip(first_grads, grads):
             assert torch.equal(a, b)
+
+
+def test_soft_screen_filling_triangles_are_walked_in_chunks(gpu):
+    # Each triangle's blurred box is wider than a walk chunk and 40 rows tall, so its backward walk
+    # is split over 40 threads, whose corner sums and texture records must add up to the CPU's.
+    clip, triangles = screen_filling_quad()
+    g = torch.Generator().manual_seed(6)
+    uvs = torch.rand(2, 4, 2, generator=g, dtype=torch.float64) * 2.2 - 0.6
+    attributes = torch.cat([uvs, torch.rand(2, 4, 6, generator=g, dtype=torch.float64)], dim=-1)
+    inputs = (clip, triangles, attributes, torch.rand(3, generator=g, dtype=torch.float64),
+              torch.rand(1, 9, 13, 3, generator=g, dtype=torch.float64))
+
+    def fn(c, t, a, bg, tex):
+        return soft.rasterize(c, t, a, 300, 40, background_color=bg, texture=tex, **SOFT_SETTINGS)
+
+    (cpu_image,), cpu_grads = grads_on("cpu", fn, *inputs)
+    (gpu_image,), gpu_grads = grads_on_gpu(gpu, fn, *inputs)
+    assert torch.allclose(cpu_image, gpu_image, atol=1e-9)
+    assert all(c.abs().max() > 0 for c in cpu_grads)
+    for c, g in zip(cpu_grads, gpu_grads):
+        assert torch.allclose(c, g, rtol=1e-6, atol=1e-8), (c - g).abs().max()
+    assert all(torch.equal(g, r) for g, r in zip(gpu_grads, grads_on_gpu(gpu, fn, *inputs, schedule=5)[1]))

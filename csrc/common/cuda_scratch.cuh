@@ -40,19 +40,44 @@ constexpr int kThreads = 256;
 
 inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-// One thread per run of equal keys sums that run's rows in sorted (= original, since the radix
-// sort is stable) order.
+// Entries of sorted keys are summed in fixed chunks of kRunChunk, so that no thread adds more than
+// kRunChunk values, however long a run of one key is (a screen-sized triangle's vertex collects
+// millions). A chunk's pieces (maximal runs of one key inside it) that start and end inside it are
+// whole runs: they go to out directly. Its first and last piece may continue in a neighbouring
+// chunk, so they go to two slots (head, tail) of the next level, which sums those slots the same
+// way; the last level, of one chunk, writes every piece. The order of every sum is fixed by the
+// count alone: the same bits on every run and for any launch configuration.
+constexpr int kRunChunk = 64;
+
+// One thread per (chunk, channel) of one level. rows: the entry's row of values, or null for the
+// identity; slot_keys/slot_values: the next level's entries [2 · chunks], or null on the last level.
 template <typename T>
-__global__ void sum_sorted_runs(const int64_t* sorted_keys, const int32_t* sorted_rows, const T* values,
-                                int64_t count, int channels, int64_t num_segments, T* out) {
+__global__ void sum_chunk_pieces(const int64_t* keys, const int32_t* rows, const T* values, int64_t count,
+                                 int channels, int64_t num_segments, int64_t* slot_keys, T* slot_values, T* out) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= count) return;
-  const int64_t key = sorted_keys[i];
-  if (key >= num_segments || (i > 0 && sorted_keys[i - 1] == key)) return;
-  for (int c = 0; c < channels; ++c) {
+  const int64_t chunk = i / channels, begin = chunk * kRunChunk;
+  const int c = static_cast<int>(i % channels);
+  if (begin >= count) return;
+  const int64_t end = begin + kRunChunk < count ? begin + kRunChunk : count;
+  for (int64_t j = begin; j < end;) {
+    const int64_t key = keys[j], piece_begin = j;
     T sum = T(0);
-    for (int64_t j = i; j < count && sorted_keys[j] == key; ++j) sum += values[int64_t(sorted_rows[j]) * channels + c];
-    out[key * channels + c] += sum;
+    for (; j < end && keys[j] == key; ++j) sum += values[(rows ? int64_t(rows[j]) : j) * channels + c];
+    const bool head = piece_begin == begin, tail = j == end;
+    if (slot_keys && (head || tail)) {
+      // A piece that is both head and tail fills the tail slot with a zero: every chunk then
+      // gives exactly two slots, so the next level's keys stay sorted and its runs contiguous.
+      if (head) {
+        if (c == 0) slot_keys[2 * chunk] = key;
+        slot_values[2 * chunk * channels + c] = sum;
+      }
+      if (tail) {
+        if (c == 0) slot_keys[2 * chunk + 1] = key;
+        slot_values[(2 * chunk + 1) * channels + c] = head ? T(0) : sum;
+      }
+    } else if (key < num_segments) {
+      out[key * channels + c] += sum;
+    }
   }
 }
 
@@ -68,8 +93,43 @@ inline int bits_for(int64_t max_key) {
   return bits;
 }
 
-// out[key] += Σ values[row] over the rows with that key, in row order, for any launch
-// configuration: the same bits every run (unlike atomicAdd). Rows whose key is ≥ num_segments
+inline int64_t run_chunks(int64_t count) { return (count + kRunChunk - 1) / kRunChunk; }
+
+// out[key] += Σ values[rows[i]] over the entries i with that key, for keys sorted ascending: level
+// after level of sum_chunk_pieces, each with 2 · chunks entries of its own, until one chunk is left.
+template <typename T>
+cudaError_t sum_sorted_entries(const int64_t* keys, const int32_t* rows, const T* values, int64_t count,
+                               int channels, int64_t num_segments, T* out, cudaStream_t stream) {
+  if (count == 0 || channels == 0) return cudaSuccess;
+  // Two buffers taken in turn: the second level's entries, and the (smaller) third level's.
+  const int64_t second = 2 * run_chunks(count), third = 2 * run_chunks(second);
+  Scratch<int64_t> keys_a(second, stream), keys_b(third, stream);
+  Scratch<T> values_a(second * channels, stream), values_b(third * channels, stream);
+  DR_CUDA_TRY(keys_a.status());
+  DR_CUDA_TRY(keys_b.status());
+  DR_CUDA_TRY(values_a.status());
+  DR_CUDA_TRY(values_b.status());
+  int64_t* slot_keys[2] = {keys_a.get(), keys_b.get()};
+  T* slot_values[2] = {values_a.get(), values_b.get()};
+  for (int level = 0;; ++level) {
+    const int64_t chunks = run_chunks(count);
+    const bool last = chunks == 1;
+    int64_t* next_keys = last ? nullptr : slot_keys[level % 2];
+    T* next_values = last ? nullptr : slot_values[level % 2];
+    sum_chunk_pieces<T><<<blocks_for(chunks * channels), kThreads, 0, stream>>>(
+        keys, rows, values, count, channels, num_segments, next_keys, next_values, out);
+    DR_CUDA_TRY(cudaGetLastError());
+    if (last) return cudaSuccess;
+    keys = next_keys;
+    values = next_values;
+    rows = nullptr;
+    count = 2 * chunks;
+  }
+}
+
+// out[key] += Σ values[row] over the rows with that key, in an order fixed by the keys alone (rows
+// in order inside each chunk of sum_sorted_entries, the stable sort keeping the rows of one key in
+// order): the same bits every run (unlike atomicAdd). Rows whose key is ≥ num_segments
 // are ignored. values: [count, channels]; out: [num_segments, channels].
 template <typename T>
 cudaError_t ordered_scatter_add(const int64_t* keys, const T* values, int64_t count, int channels,
@@ -89,9 +149,9 @@ cudaError_t ordered_scatter_add(const int64_t* keys, const T* values, int64_t co
   DR_CUDA_TRY(temp.status());
   DR_CUDA_TRY(cub::DeviceRadixSort::SortPairs(temp.get(), temp_bytes, keys, sorted_keys.get(), rows.get(),
                                               sorted_rows.get(), count, 0, end_bit, stream));
-  sum_sorted_runs<T><<<blocks_for(count), kThreads, 0, stream>>>(sorted_keys.get(), sorted_rows.get(), values,
-                                                                 count, channels, num_segments, out);
-  return cudaGetLastError();
+  DR_CUDA_TRY(cudaGetLastError());
+  return sum_sorted_entries(sorted_keys.get(), sorted_rows.get(), values, count, channels, num_segments, out,
+                            stream);
 }
 
 }  // namespace diffrender

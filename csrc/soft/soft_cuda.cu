@@ -9,15 +9,14 @@
 //
 // Backward: as on the CPU, nothing per (pixel, triangle) is stored untextured (memory
 // O(pixels + F)). A per-pixel pass turns the saved aggregates into the few numbers each triangle
-// needs; then one thread per triangle walks its blurred bounding box in raster order, recomputing
-// its coverage, depth and colour at each pixel, and writes its per-corner gradients [B,F,3,3+A];
-// the corners go to the vertices with ordered_scatter_add (stable sort by vertex, summed in
-// triangle order). Textured, a first walk counts each triangle's texture-gradient records, so that
-// the second writes them into an exactly sized buffer in the CPU's order (triangle, then pixel);
-// soft_ops.cpp hands them to the texture op's sort-based scatter. No atomics anywhere: the same
-// bits on every run. Known limit: a thread walks its whole blurred bounding box, so a few
-// screen-sized triangles make one slow thread each (warps diverge); meshes of many small triangles
-// are the fast case.
+// needs. Then each triangle's blurred bounding box is cut into chunks of whole rows of about
+// kWalkPixels pixels, and one thread per chunk walks it in raster order, recomputing the
+// triangle's coverage, depth and colour at each pixel, and writes the chunk's per-corner gradients
+// [3, 3+A]: a screen-sized triangle is walked by many threads, not one. The corners go to the
+// vertices with ordered_scatter_add (stable sort by vertex, summed in (triangle, chunk) order).
+// Textured, a first walk counts each chunk's texture-gradient records, so that the second writes
+// them into an exactly sized buffer in the CPU's order (triangle, then pixel); soft_ops.cpp hands
+// them to the texture op's sort-based scatter. No atomics anywhere: the same bits on every run.
 #include "soft/soft_cuda.h"
 
 #include "common/cuda_scratch.cuh"
@@ -64,12 +63,61 @@ __device__ __forceinline__ bool sample_pair(const SoftTriangle<T>& tri, T X, T Y
   return (lean && !(tri.flags & kSoftCheckZ)) ? soft_sample_distance(tri, X, Y, c, s) : soft_sample(tri, X, Y, c, s);
 }
 
-// Visits the pairs (pixel, triangle) of one triangle that a backward walk considers: the pixels of
-// its blurred box whose sample is kept, in raster order, as visit(pixel index, sample).
+// Pixels a backward thread walks at most, give or take a row: a chunk of a triangle's blurred box
+// is kWalkPixels / box width whole rows, or one row of a wider box.
+constexpr int kWalkPixels = 256;
+
+template <typename T>
+__device__ __forceinline__ int walk_rows_per_chunk(const SoftTriangle<T>& tri) {
+  const int box_width = tri.x_max - tri.x_min + 1;
+  return box_width >= kWalkPixels ? 1 : kWalkPixels / box_width;
+}
+
+// The number of walk chunks of each (batch item, triangle) i into counts[i], for i < items.
+template <typename T>
+__global__ void count_walk_chunks(const SoftTriangle<T>* setups, int64_t items, int64_t* counts) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= items) return;
+  const SoftTriangle<T>& tri = setups[i];
+  if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) {
+    counts[i] = 0;
+    return;
+  }
+  const int rows = tri.y_max - tri.y_min + 1, per_chunk = walk_rows_per_chunk(tri);
+  counts[i] = (rows + per_chunk - 1) / per_chunk;
+}
+
+// Walk chunk j: its (batch item, triangle), found by binary search in the running sum of the
+// chunk counts chunk_offsets [items + 1], and its rows [y_first, y_last].
+struct WalkChunk {
+  int64_t item;
+  int y_first, y_last;
+};
+
+template <typename T>
+__device__ __forceinline__ WalkChunk find_walk_chunk(const SoftTriangle<T>* setups, const int64_t* chunk_offsets,
+                                                     int64_t items, int64_t j) {
+  int64_t lo = 0, hi = items;  // the first i with chunk_offsets[i] > j is in [1, items]
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (chunk_offsets[mid] <= j) lo = mid + 1; else hi = mid;
+  }
+  WalkChunk w;
+  w.item = lo - 1;
+  const SoftTriangle<T>& tri = setups[w.item];
+  const int per_chunk = walk_rows_per_chunk(tri);
+  w.y_first = tri.y_min + static_cast<int>(j - chunk_offsets[w.item]) * per_chunk;
+  w.y_last = w.y_first + per_chunk - 1 < tri.y_max ? w.y_first + per_chunk - 1 : tri.y_max;
+  return w;
+}
+
+// Visits the pairs (pixel, triangle) of one walk chunk that the backward pass considers: the pixels
+// of its rows of the blurred box whose sample is kept, in raster order, as visit(pixel index, sample).
 template <typename T, typename Visit>
-__device__ __forceinline__ void for_each_triangle_pair(const SoftTriangle<T>& tri, const SoftConstants<T>& c,
-                                                       bool lean, int64_t image_offset, Visit&& visit) {
-  for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
+__device__ __forceinline__ void for_each_chunk_pair(const SoftTriangle<T>& tri, const WalkChunk& w,
+                                                    const SoftConstants<T>& c, bool lean, int64_t image_offset,
+                                                    Visit&& visit) {
+  for (int iy = w.y_first; iy <= w.y_last; ++iy) {
     const T Y = soft_pixel_center<T>(iy, c.height, c.scale_y);
     int lo, hi;
     soft_row_span(tri, Y, c, lo, hi);
@@ -268,30 +316,29 @@ __global__ void background_total(const T* row_bg, int64_t rows, int64_t channels
   grad_background[ch] = sum;
 }
 
-// Textured: the number of texture-gradient records the walk of triangle_grads will write for each
-// (batch item, triangle), into counts[i]: the pairs on the colour path that the softmax does not
-// hide, with a finite uv and a non-zero image gradient (soft_pair_backward's condition).
+// Textured: the number of texture-gradient records the walk of chunk_grads will write for each
+// walk chunk, into counts[j]: the pairs on the colour path that the softmax does not hide, with a
+// finite uv and a non-zero image gradient (soft_pair_backward's condition).
 template <typename T>
-__global__ void count_texture_records(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
-                                      SoftTexture<T> tex, int64_t batch, int64_t num_vertices, int64_t num_triangles,
-                                      SoftConstants<T> c, SoftModes modes, const T* prep, const int64_t* hard_ids,
-                                      const T* grad_image, int64_t* counts) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= batch * num_triangles) return;
-  const int64_t b = i / num_triangles, f = i % num_triangles;
+__global__ void count_texture_records(const SoftTriangle<T>* setups, const int64_t* chunk_offsets, int64_t chunks,
+                                      const int64_t* triangles, const T* attributes, SoftTexture<T> tex,
+                                      int64_t batch, int64_t num_vertices, int64_t num_triangles, SoftConstants<T> c,
+                                      SoftModes modes, const T* prep, const int64_t* hard_ids, const T* grad_image,
+                                      int64_t* counts) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= chunks) return;
+  const WalkChunk w = find_walk_chunk(setups, chunk_offsets, batch * num_triangles, j);
+  const int64_t b = w.item / num_triangles, f = w.item % num_triangles;
   const int64_t channels = modes.channels, stride = channels + 1, attr_channels = modes.attr_channels;
-  const int width = c.width, height = c.height;
-  counts[i] = 0;
-  const SoftTriangle<T> tri = setups[i];
-  if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
+  const SoftTriangle<T> tri = setups[w.item];
   int64_t count = 0;
   const T* batch_attr = attributes + b * num_vertices * attr_channels;
   const T* corner[3] = {batch_attr + triangles[3 * f] * attr_channels,
                         batch_attr + triangles[3 * f + 1] * attr_channels,
                         batch_attr + triangles[3 * f + 2] * attr_channels};
   const T vmax = tri.zmax * c.inv_gamma;
-  const int64_t image_offset = b * int64_t(height) * width;
-  for_each_triangle_pair(tri, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
+  const int64_t image_offset = b * int64_t(c.height) * c.width;
+  for_each_chunk_pair(tri, w, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
     const T* pr = prep + p * 4;
     const bool colour_path =
         modes.softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (modes.hard_rgb && hard_ids[p] == f);
@@ -301,52 +348,50 @@ __global__ void count_texture_records(const SoftTriangle<T>* setups, const int64
     const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
     count += soft_texture_record_wanted(footprint, grad_image + p * stride, channels);
   });
-  counts[i] = count;
+  counts[j] = count;
 }
 
-// One thread per (batch item, triangle): the backward walk of soft_cpu.cpp, writing the
-// triangle's corner gradients [3, 3+A] and the vertex keys of its corners, and, when textured,
-// its texture-gradient records into rows [record_offsets[i], record_offsets[i+1]) of records.
+// One thread per walk chunk: the backward walk of soft_cpu.cpp over the chunk's rows, writing the
+// chunk's corner gradients [3, 3+A] and the vertex keys of its triangle's corners, and, when
+// textured, its texture-gradient records into rows [record_offsets[j], record_offsets[j+1]).
 template <typename T>
-__global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
-                               SoftTexture<T> tex, int64_t batch, int64_t num_vertices, int64_t num_triangles,
-                               SoftConstants<T> c, SoftModes modes, const T* prep, const int64_t* hard_ids,
-                               const T* grad_image, T* corners, int64_t* keys, const int64_t* record_offsets,
-                               T* records) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= batch * num_triangles) return;
-  const int64_t b = i / num_triangles, f = i % num_triangles;
+__global__ void chunk_grads(const SoftTriangle<T>* setups, const int64_t* chunk_offsets, int64_t chunks,
+                            const int64_t* triangles, const T* attributes, SoftTexture<T> tex, int64_t batch,
+                            int64_t num_vertices, int64_t num_triangles, SoftConstants<T> c, SoftModes modes,
+                            const T* prep, const int64_t* hard_ids, const T* grad_image, T* corners, int64_t* keys,
+                            const int64_t* record_offsets, T* records) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= chunks) return;
+  const WalkChunk w = find_walk_chunk(setups, chunk_offsets, batch * num_triangles, j);
+  const int64_t b = w.item / num_triangles, f = w.item % num_triangles;
   const int64_t channels = modes.channels, stride = channels + 1, attr_channels = modes.attr_channels;
   const int64_t corner_stride = 3 + attr_channels, record_size = 2 + channels;
   const bool softmax = modes.softmax, hard_rgb = modes.hard_rgb;
-  const int alpha_mode = modes.alpha_mode;
-  const int width = c.width, height = c.height;
-  T* out = corners + i * 3 * corner_stride;
-  for (int k = 0; k < 3; ++k) keys[3 * i + k] = b * num_vertices + triangles[3 * f + k];
+  T* out = corners + j * 3 * corner_stride;
+  for (int k = 0; k < 3; ++k) keys[3 * j + k] = b * num_vertices + triangles[3 * f + k];
   for (int64_t k = 0; k < 3 * corner_stride; ++k) out[k] = T(0);
-  const SoftTriangle<T> tri = setups[i];
-  if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
+  const SoftTriangle<T> tri = setups[w.item];
   const T* batch_attr = attributes + b * num_vertices * attr_channels;
   const T* corner[3] = {batch_attr + triangles[3 * f] * attr_channels,
                         batch_attr + triangles[3 * f + 1] * attr_channels,
                         batch_attr + triangles[3 * f + 2] * attr_channels};
   T* gattr[3] = {out + 3, out + corner_stride + 3, out + 2 * corner_stride + 3};
-  int64_t next_record = records ? record_offsets[i] : 0;
-  const int64_t record_end = records ? record_offsets[i + 1] : 0;
+  int64_t next_record = records ? record_offsets[j] : 0;
+  const int64_t record_end = records ? record_offsets[j + 1] : 0;
   T gp[3][2] = {{T(0), T(0)}, {T(0), T(0)}, {T(0), T(0)}};
   T giw[3] = {T(0), T(0), T(0)};
   const T vmax = tri.zmax * c.inv_gamma;
   const T cut = soft_softmax_cut<T>();
-  const int64_t image_offset = b * int64_t(height) * width;
-  for_each_triangle_pair(tri, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
+  const int64_t image_offset = b * int64_t(c.height) * c.width;
+  for_each_chunk_pair(tri, w, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
     const T* pr = prep + p * 4;
     // Pixels where this triangle can receive no gradient: no alpha gradient, and no colour
     // (none, hidden by the softmax, or not the z-buffer winner).
     const bool colour_path = softmax ? vmax - pr[0] >= cut : (hard_rgb && hard_ids[p] == f);
     if (pr[3] == T(0) && !colour_path) return;
-    // count_texture_records sized this triangle's rows; the bound only guards memory.
+    // count_texture_records sized this chunk's rows; the bound only guards memory.
     T* record = next_record < record_end ? records + next_record * record_size : nullptr;
-    next_record += soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd,
+    next_record += soft_pair_backward(tri, s, c, pr, colour_path, softmax, modes.alpha_mode == kSoftAlphaProd,
                                       grad_image + p * stride, corner, channels, tex, b, gattr, giw, gp, record);
   });
   for (int k = 0; k < 3; ++k) {
@@ -354,6 +399,26 @@ __global__ void triangle_grads(const SoftTriangle<T>* setups, const int64_t* tri
     out[k * corner_stride + 1] = gp[k][1] * c.scale_y;
     out[k * corner_stride + 2] = giw[k];
   }
+}
+
+// Batch item b's first texture-gradient record, for b in [0, batch]: that of its first triangle's
+// first walk chunk.
+__global__ void batch_record_offsets(const int64_t* chunk_offsets, const int64_t* record_offsets, int64_t batch,
+                                     int64_t num_triangles, int64_t* out) {
+  const int64_t b = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (b <= batch) out[b] = record_offsets[chunk_offsets[b * num_triangles]];
+}
+
+// Exclusive running sum of counts [n] into offsets [n + 1], and its total into *total (host).
+inline cudaError_t running_sum(int64_t* counts, int64_t* offsets, int64_t n, int64_t* total, cudaStream_t stream) {
+  DR_CUDA_TRY(cudaMemsetAsync(counts + n, 0, sizeof(int64_t), stream));
+  size_t scan_bytes = 0;
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, offsets, n + 1, stream));
+  Scratch<unsigned char> scan_temp(scan_bytes, stream);
+  DR_CUDA_TRY(scan_temp.status());
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(scan_temp.get(), scan_bytes, counts, offsets, n + 1, stream));
+  DR_CUDA_TRY(cudaMemcpyAsync(total, offsets + n, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
+  return cudaStreamSynchronize(stream);
 }
 
 }  // namespace
@@ -432,48 +497,52 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
     DR_CUDA_TRY(cudaGetLastError());
   }
   if (items == 0) return cudaSuccess;
-  const int64_t corner_stride = 3 + modes.attr_channels;
   Scratch<SoftTriangle<T>> setups(items, stream);
-  Scratch<T> corners(items * 3 * corner_stride, stream);
-  Scratch<int64_t> keys(3 * items, stream);
+  Scratch<int64_t> chunk_counts(items + 1, stream), chunk_offsets(items + 1, stream);
   DR_CUDA_TRY(setups.status());
-  DR_CUDA_TRY(corners.status());
-  DR_CUDA_TRY(keys.status());
+  DR_CUDA_TRY(chunk_counts.status());
+  DR_CUDA_TRY(chunk_offsets.status());
   const TileGrid grid{0, 0, batch};
   setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(screen, triangles, num_vertices, num_triangles, c,
                                                                  grid, setups.get(), nullptr);
-  // Textured: count the records per triangle, then give each triangle its rows by a running sum.
-  Scratch<int64_t> record_offsets(texture.texels ? items + 1 : 0, stream);
+  count_walk_chunks<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), items, chunk_counts.get());
+  DR_CUDA_TRY(cudaGetLastError());
+  int64_t chunks = 0;
+  DR_CUDA_TRY(running_sum(chunk_counts.get(), chunk_offsets.get(), items, &chunks, stream));
+  if (chunks == 0) return cudaSuccess;  // no triangle reaches a pixel centre's blurred box
+  if (3 * chunks >= (int64_t(1) << 31)) return cudaErrorInvalidValue;  // ordered_scatter_add's int32 rows
+  // Textured: count the records per chunk, then give each chunk its rows by a running sum.
+  Scratch<int64_t> record_offsets(texture.texels ? chunks + 1 : 0, stream);
   T* records = nullptr;
   if (texture.texels) {
-    Scratch<int64_t> counts(items + 1, stream);
+    Scratch<int64_t> counts(chunks + 1, stream), first_records(batch + 1, stream);
     DR_CUDA_TRY(counts.status());
+    DR_CUDA_TRY(first_records.status());
     DR_CUDA_TRY(record_offsets.status());
-    DR_CUDA_TRY(cudaMemsetAsync(counts.get() + items, 0, sizeof(int64_t), stream));
-    count_texture_records<T><<<blocks_for(items), kThreads, 0, stream>>>(
-        setups.get(), triangles, attributes, texture, batch, num_vertices, num_triangles, c, modes, prep.get(),
-        hard_ids, grad_image, counts.get());
+    count_texture_records<T><<<blocks_for(chunks), kThreads, 0, stream>>>(
+        setups.get(), chunk_offsets.get(), chunks, triangles, attributes, texture, batch, num_vertices,
+        num_triangles, c, modes, prep.get(), hard_ids, grad_image, counts.get());
     DR_CUDA_TRY(cudaGetLastError());
-    size_t scan_bytes = 0;
-    DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts.get(), record_offsets.get(), items + 1,
-                                              stream));
-    Scratch<unsigned char> scan_temp(scan_bytes, stream);
-    DR_CUDA_TRY(scan_temp.status());
-    DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(scan_temp.get(), scan_bytes, counts.get(), record_offsets.get(),
-                                              items + 1, stream));
-    // Batch item b's records start at triangle b·F's offset: one strided copy of B+1 values.
-    DR_CUDA_TRY(cudaMemcpy2DAsync(batch_offsets, sizeof(int64_t), record_offsets.get(),
-                                  num_triangles * sizeof(int64_t), sizeof(int64_t), batch + 1,
-                                  cudaMemcpyDeviceToHost, stream));
+    int64_t total_records = 0;
+    DR_CUDA_TRY(running_sum(counts.get(), record_offsets.get(), chunks, &total_records, stream));
+    batch_record_offsets<<<blocks_for(batch + 1), kThreads, 0, stream>>>(
+        chunk_offsets.get(), record_offsets.get(), batch, num_triangles, first_records.get());
+    DR_CUDA_TRY(cudaMemcpyAsync(batch_offsets, first_records.get(), (batch + 1) * sizeof(int64_t),
+                                cudaMemcpyDeviceToHost, stream));
     DR_CUDA_TRY(cudaStreamSynchronize(stream));
-    records = allocate_records(batch_offsets[batch]);
+    records = allocate_records(total_records);
   }
-  triangle_grads<T><<<blocks_for(items), kThreads, 0, stream>>>(
-      setups.get(), triangles, attributes, texture, batch, num_vertices, num_triangles, c, modes, prep.get(), hard_ids,
-      grad_image, corners.get(), keys.get(), record_offsets.get(), records);
+  const int64_t corner_stride = 3 + modes.attr_channels;
+  Scratch<T> corners(chunks * 3 * corner_stride, stream);
+  Scratch<int64_t> keys(3 * chunks, stream);
+  DR_CUDA_TRY(corners.status());
+  DR_CUDA_TRY(keys.status());
+  chunk_grads<T><<<blocks_for(chunks), kThreads, 0, stream>>>(
+      setups.get(), chunk_offsets.get(), chunks, triangles, attributes, texture, batch, num_vertices, num_triangles,
+      c, modes, prep.get(), hard_ids, grad_image, corners.get(), keys.get(), record_offsets.get(), records);
   DR_CUDA_TRY(cudaGetLastError());
-  // Corners to vertices: stable sort by vertex, each vertex's corners summed in triangle order.
-  return ordered_scatter_add(keys.get(), corners.get(), 3 * items, static_cast<int>(corner_stride),
+  // Corners to vertices: stable sort by vertex, each vertex's corners summed in (triangle, chunk) order.
+  return ordered_scatter_add(keys.get(), corners.get(), 3 * chunks, static_cast<int>(corner_stride),
                              batch * num_vertices, grad_vertices, stream);
 }
 

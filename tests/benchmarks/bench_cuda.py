@@ -4,7 +4,8 @@ pure PyTorch on the GPU (torch_baselines.py):
 - hard rasterization + interpolation (normals), forward: the cow, 81,920 and 1,310,720-triangle
   icospheres, at 512², 1024² and 2048², batch 1 and 16 (target: 1M triangles at 1024² < 2 ms);
 - soft silhouette forward + backward of the cow at 512² and 1024², batch 1 and 16 (target: 512²,
-  batch 1 < 5 ms);
+  batch 1 < 5 ms), and of a cube, whose 12 screen-sized triangles are the backward walk's worst
+  case;
 - `diffrender fit --config configs/four_views.toml` on the seed's cow targets, 1000 steps
   (target: < 10 s).
 
@@ -27,7 +28,7 @@ import torch
 
 from bench_fit import COW_TARGETS, FOUR_VIEWS
 from common import benchmark_meshes, median_ms, print_table, write_json
-from diffrender import barycentric, camera, soft
+from diffrender import barycentric, camera, shapes, soft
 from diffrender._ext import _C
 from diffrender.mesh import vertex_normals
 from torch_baselines import interpolate, rasterize_fragments, soft_silhouette, soft_silhouette_backward
@@ -99,28 +100,29 @@ def raster_rows(meshes, sizes, batches, device, results):
     return rows
 
 
-def soft_rows(cow, sizes, batches, device, results):
+def soft_rows(meshes, sizes, batches, device, results):
     rows = []
-    vertices, faces = cow
-    for size in sizes:
-        for batch in batches:
-            def work_on(where, baseline):
-                clip, tris, _ = scene(vertices, faces, batch, where)
-                grad = torch.randn(batch, size, size, generator=torch.Generator().manual_seed(0)).to(where)
+    for name, (vertices, faces) in meshes.items():
+        for size in sizes:
+            for batch in batches:
+                def work_on(where, baseline):
+                    clip, tris, _ = scene(vertices, faces, batch, where)
+                    grad = torch.randn(batch, size, size, generator=torch.Generator().manual_seed(0)).to(where)
 
-                def work():
-                    if baseline:
-                        return soft_silhouette_backward(clip, tris, size, size, SIGMA, grad)
-                    leaf = clip.detach().requires_grad_(True)
-                    alpha = soft.rasterize(leaf, tris, None, size, size, sigma_val=SIGMA)[..., -1]
-                    return torch.autograd.grad(alpha, leaf, grad)
-                return work
-            # The dense pure-PyTorch silhouette is timed at batch 1 only: it is far slower.
-            timings = time_columns(device, batch, work_on, (1,))
-            target = TARGETS_MS["soft"] if size == 512 and batch == 1 else None
-            results.append({"work": "soft silhouette forward+backward", "mesh": "cow", "size": size, "batch": batch,
-                            "ms": timings, "target_ms": target})
-            rows.append(["cow", f"{size}²", str(batch), *timings.values(), target_text(timings["diffrender"], target)])
+                    def work():
+                        if baseline:
+                            return soft_silhouette_backward(clip, tris, size, size, SIGMA, grad)
+                        leaf = clip.detach().requires_grad_(True)
+                        alpha = soft.rasterize(leaf, tris, None, size, size, sigma_val=SIGMA)[..., -1]
+                        return torch.autograd.grad(alpha, leaf, grad)
+                    return work
+                # The dense pure-PyTorch silhouette is timed at batch 1 only: it is far slower.
+                timings = time_columns(device, batch, work_on, (1,))
+                target = TARGETS_MS["soft"] if name.startswith("cow") and size == 512 and batch == 1 else None
+                results.append({"work": "soft silhouette forward+backward", "mesh": name, "size": size,
+                                "batch": batch, "ms": timings, "target_ms": target})
+                rows.append([name, f"{size}²", str(batch), *timings.values(),
+                             target_text(timings["diffrender"], target)])
     return rows
 
 
@@ -161,7 +163,7 @@ def main():
         return
     device = torch.device(args.device)
     meshes = benchmark_meshes(max_subdivisions=4 if args.quick else 8)
-    cow = next((mesh for name, mesh in meshes.items() if name.startswith("cow")), None)
+    cow_name, cow = next(((name, mesh) for name, mesh in meshes.items() if name.startswith("cow")), (None, None))
     if not args.quick:
         meshes = {name: mesh for name, mesh in meshes.items()
                   if name.startswith("cow") or mesh[1].shape[0] in (81920, 1310720)}
@@ -173,9 +175,11 @@ def main():
                "target ms"]
     print_table(f"hard rasterization + interpolation, forward (ms, {gpu})", columns,
                 raster_rows(meshes, sizes, batches, device, results))
+    soft_meshes = {"cube (12)": shapes.cube()}
     if cow is not None:
-        print_table(f"soft silhouette, forward + backward (ms, {gpu}, σ = {SIGMA:g})", columns,
-                    soft_rows(cow, [64] if args.quick else [512, 1024], batches, device, results))
+        soft_meshes = {cow_name: cow, **soft_meshes}
+    print_table(f"soft silhouette, forward + backward (ms, {gpu}, σ = {SIGMA:g})", columns,
+                soft_rows(soft_meshes, [64] if args.quick else [512, 1024], batches, device, results))
     if not args.quick and all(path.exists() for path in COW_TARGETS):
         print_table(f"four_views.toml fit, 1000 steps ({gpu})", ["device", "loop s", "wall s", "min IoU", "target s"],
                     [fit_row(device, results)])

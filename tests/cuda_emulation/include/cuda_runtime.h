@@ -153,12 +153,4 @@ inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cud
   return cudaSuccess;
 }
 
-inline cudaError_t cudaMemcpy2DAsync(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
-                                     size_t height, cudaMemcpyKind, cudaStream_t) {
-  if (width > dst_pitch || width > src_pitch) return cudaErrorInvalidValue;
-  for (size_t row = 0; row < height; ++row)
-    std::memcpy(static_cast<char*>(dst) + row * dst_pitch, static_cast<const char*>(src) + row * src_pitch, width);
-  return cudaSuccess;
-}
-
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
