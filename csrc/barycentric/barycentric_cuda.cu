@@ -30,44 +30,30 @@ __global__ void rasterize_tiles(const TriangleSetup<T>* setups, int64_t num_tria
                                 T* bary, T* zbuf) {
   __shared__ TriangleSetup<T> staged[kTile * kTile];
   __shared__ int32_t staged_ids[kTile * kTile];
-  const int64_t tile = blockIdx.x;
-  const int64_t b = tile / grid.per_image();
-  const int tile_in_image = static_cast<int>(tile % grid.per_image());
-  const int ix = (tile_in_image % grid.tiles_x) * kTile + threadIdx.x;
-  const int iy = (tile_in_image / grid.tiles_x) * kTile + threadIdx.y;
-  const int lane = threadIdx.y * kTile + threadIdx.x;
+  const TilePixel t = tile_pixel(grid);
+  const int ix = t.ix, iy = t.iy;
   const bool in_image = ix < width && iy < height;
   const T px = pixel_center_ndc<T>(ix, width), py = pixel_center_ndc<T>(iy, height);
-  const TriangleSetup<T>* image_setups = setups + b * num_triangles;
   T best_z = T(0), best_b[3] = {T(0), T(0), T(0)};
   int32_t best_tri = -1;
-  for (int begin = offsets[tile]; begin < offsets[tile + 1]; begin += kTile * kTile) {
-    const int n = min(kTile * kTile, offsets[tile + 1] - begin);
-    if (lane < n) {
-      staged_ids[lane] = entries[begin + lane];
-      staged[lane] = image_setups[staged_ids[lane]];
-    }
-    __syncthreads();
-    for (int k = 0; in_image && k < n; ++k) {
-      const TriangleSetup<T>& s = staged[k];
-      if (ix < s.x_min || ix > s.x_max || iy < s.y_min || iy > s.y_max) continue;
-      T e[3];
-      edge_values(s, px, py, e);
-      if (!is_inside(e)) continue;
-      T bk[3];
-      const T z = barycentrics_and_depth(s, e, bk);
-      if (!(z >= T(-1) && z <= T(1))) continue;
-      const int32_t tri = staged_ids[k];
-      if (best_tri < 0 || z < best_z || (z == best_z && tri > best_tri)) {
-        best_tri = tri;
-        best_z = z;
-        best_b[0] = bk[0]; best_b[1] = bk[1]; best_b[2] = bk[2];
-      }
-    }
-    __syncthreads();
-  }
+  for_each_binned_triangle<kTile * kTile>(
+      t, offsets, entries, setups + t.image * num_triangles, staged, staged_ids, in_image,
+      [&](const TriangleSetup<T>& s, int32_t tri) {
+        if (ix < s.x_min || ix > s.x_max || iy < s.y_min || iy > s.y_max) return;
+        T e[3];
+        edge_values(s, px, py, e);
+        if (!is_inside(e)) return;
+        T bk[3];
+        const T z = barycentrics_and_depth(s, e, bk);
+        if (!(z >= T(-1) && z <= T(1))) return;
+        if (best_tri < 0 || z < best_z || (z == best_z && tri > best_tri)) {
+          best_tri = tri;
+          best_z = z;
+          best_b[0] = bk[0]; best_b[1] = bk[1]; best_b[2] = bk[2];
+        }
+      });
   if (!in_image) return;
-  const int64_t p = (b * height + iy) * int64_t(width) + ix;
+  const int64_t p = (t.image * height + iy) * int64_t(width) + ix;
   ids[p] = best_tri < 0 ? 0 : best_tri;
   zbuf[p] = best_tri < 0 ? T(1) : best_z;
   for (int k = 0; k < 3; ++k) bary[3 * p + k] = best_b[k];

@@ -35,6 +35,43 @@ __device__ __forceinline__ void for_each_tile(const Setup& s, const TileGrid& gr
     for (int tx = s.x_min / kTile; tx <= s.x_max / kTile; ++tx) visit(ty * grid.tiles_x + tx);
 }
 
+// The pixel of this thread in a kernel launched with one block of kTile × kTile threads per tile.
+struct TilePixel {
+  int64_t tile, image;  // the block's tile, and its batch item
+  int ix, iy;           // the pixel, which may lie beyond the image's right or bottom edge
+  int lane;             // the thread's index in the block
+};
+
+__device__ __forceinline__ TilePixel tile_pixel(const TileGrid& grid) {
+  TilePixel t;
+  t.tile = blockIdx.x;
+  t.image = t.tile / grid.per_image();
+  const int tile_in_image = static_cast<int>(t.tile % grid.per_image());
+  t.ix = (tile_in_image % grid.tiles_x) * kTile + threadIdx.x;
+  t.iy = (tile_in_image / grid.tiles_x) * kTile + threadIdx.y;
+  t.lane = threadIdx.y * kTile + threadIdx.x;
+  return t;
+}
+
+// Calls visit(setup, triangle index) for each triangle in this block's tile bin, in bin order,
+// when `active` (a pixel inside the image). The block stages the setups in shared memory, kStage
+// at a time, between barriers: every thread of the block must call this, active or not.
+template <int kStage, typename Setup, typename Visit>
+__device__ __forceinline__ void for_each_binned_triangle(const TilePixel& t, const int* offsets, const int32_t* entries,
+                                                         const Setup* image_setups, Setup* staged,
+                                                         int32_t* staged_ids, bool active, Visit&& visit) {
+  for (int begin = offsets[t.tile]; begin < offsets[t.tile + 1]; begin += kStage) {
+    const int n = min(kStage, offsets[t.tile + 1] - begin);
+    if (t.lane < n) {
+      staged_ids[t.lane] = entries[begin + t.lane];
+      staged[t.lane] = image_setups[staged_ids[t.lane]];
+    }
+    __syncthreads();
+    for (int k = 0; active && k < n; ++k) visit(staged[k], staged_ids[k]);
+    __syncthreads();
+  }
+}
+
 // Adds setup s (of batch item `image`) to the counts [B, tiles] of the tiles it touches.
 template <typename Setup>
 __device__ __forceinline__ void count_tiles(const Setup& s, int64_t image, const TileGrid& grid, int* tile_counts) {

@@ -162,12 +162,9 @@ __global__ void __launch_bounds__(kTile * kTile)
   constexpr int kStage = Stage<T>::kCount;
   __shared__ SoftTriangle<T> staged[kStage];
   __shared__ int32_t staged_ids[kStage];
-  const int64_t tile = blockIdx.x;
-  const int64_t b = tile / grid.per_image();
-  const int tile_in_image = static_cast<int>(tile % grid.per_image());
-  const int ix = (tile_in_image % grid.tiles_x) * kTile + threadIdx.x;
-  const int iy = (tile_in_image / grid.tiles_x) * kTile + threadIdx.y;
-  const int lane = threadIdx.y * kTile + threadIdx.x;
+  const TilePixel t = tile_pixel(grid);
+  const int64_t b = t.image;
+  const int ix = t.ix, iy = t.iy;
   const int width = c.width, height = c.height;
   const bool in_image = ix < width && iy < height;
   const int64_t channels = modes.channels, stride = channels + 1;
@@ -188,69 +185,60 @@ __global__ void __launch_bounds__(kTile * kTile)
   const int64_t attr_channels = modes.attr_channels;
   const T* batch_attr = attributes + b * num_vertices * attr_channels;
   const T cut = soft_softmax_cut<T>();
-  for (int begin = offsets[tile]; begin < offsets[tile + 1]; begin += kStage) {
-    const int n = min(kStage, offsets[tile + 1] - begin);
-    if (lane < n) {
-      staged_ids[lane] = entries[begin + lane];
-      staged[lane] = image_setups[staged_ids[lane]];
-    }
-    __syncthreads();
-    for (int k = 0; in_image && k < n; ++k) {
-      const SoftTriangle<T>& tri = staged[k];
-      if (iy < tri.y_min || iy > tri.y_max || ix < tri.x_min || ix > tri.x_max) continue;
-      // Alpha settled and the softmax cannot see this triangle: nothing changes (as on the CPU).
-      const T vmax = tri.zmax * c.inv_gamma;
-      if (!hard_rgb && alpha_settled(alpha_mode, a2, a3) && (!softmax || vmax - a0 < cut)) continue;
-      int lo, hi;
-      soft_row_span(tri, Y, c, lo, hi);
-      if (ix < lo || ix > hi) continue;
-      SoftSample<T> s;
-      if (!sample_pair(tri, X, Y, c, modes.lean, s)) continue;
-      T D, q;
-      const bool saturated = soft_coverage(s, c, D, q);
-      if (alpha_mode == kSoftAlphaProd) {
-        if (saturated) a3 += T(1);
-        else a2 *= q;
-      } else if (alpha_mode == kSoftAlphaSum) {
-        a2 += D;
-      } else if (s.inside) {
-        a2 = T(1);
-      }
-      if (!softmax && !hard_rgb) continue;
-      const int32_t f = staged_ids[k];
-      const T* corner[3] = {batch_attr + triangles[3 * int64_t(f)] * attr_channels,
-                            batch_attr + triangles[3 * int64_t(f) + 1] * attr_channels,
-                            batch_attr + triangles[3 * int64_t(f) + 2] * attr_channels};
-      if (softmax) {
-        // Online softmax: rescale the running sums when the maximum grows.
-        const T v = s.z * c.inv_gamma;
-        if (v > a0) {
-          const T scale = exp(a0 - v);
-          a1 *= scale;
-          for (int64_t ch = 0; ch < channels; ++ch) px[ch] *= scale;
-          a0 = v;
+  for_each_binned_triangle<kStage>(
+      t, offsets, entries, image_setups, staged, staged_ids, in_image, [&](const SoftTriangle<T>& tri, int32_t f) {
+        if (iy < tri.y_min || iy > tri.y_max || ix < tri.x_min || ix > tri.x_max) return;
+        // Alpha settled and the softmax cannot see this triangle: nothing changes (as on the CPU).
+        const T vmax = tri.zmax * c.inv_gamma;
+        if (!hard_rgb && alpha_settled(alpha_mode, a2, a3) && (!softmax || vmax - a0 < cut)) return;
+        int lo, hi;
+        soft_row_span(tri, Y, c, lo, hi);
+        if (ix < lo || ix > hi) return;
+        SoftSample<T> s;
+        if (!sample_pair(tri, X, Y, c, modes.lean, s)) return;
+        T D, q;
+        const bool saturated = soft_coverage(s, c, D, q);
+        if (alpha_mode == kSoftAlphaProd) {
+          if (saturated) a3 += T(1);
+          else a2 *= q;
+        } else if (alpha_mode == kSoftAlphaSum) {
+          a2 += D;
+        } else if (s.inside) {
+          a2 = T(1);
         }
-        const T shifted = v - a0;
-        const T u = shifted < cut ? T(0) : D * exp(shifted);
-        if (u > T(0)) {
+        if (!softmax && !hard_rgb) return;
+        const T* corner[3] = {batch_attr + triangles[3 * int64_t(f)] * attr_channels,
+                              batch_attr + triangles[3 * int64_t(f) + 1] * attr_channels,
+                              batch_attr + triangles[3 * int64_t(f) + 2] * attr_channels};
+        if (softmax) {
+          // Online softmax: rescale the running sums when the maximum grows.
+          const T v = s.z * c.inv_gamma;
+          if (v > a0) {
+            const T scale = exp(a0 - v);
+            a1 *= scale;
+            for (int64_t ch = 0; ch < channels; ++ch) px[ch] *= scale;
+            a0 = v;
+          }
+          const T shifted = v - a0;
+          const T u = shifted < cut ? T(0) : D * exp(shifted);
+          if (u > T(0)) {
+            T beta[3];
+            soft_perspective_weights(tri, s, beta);
+            const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
+            a1 += u;
+            for (int64_t ch = 0; ch < channels; ++ch)
+              px[ch] += u * soft_pair_color(tex, footprint, beta, corner, channels, ch);
+          }
+        } else if (s.inside && s.z >= a0) {  // hard rgb; ties go to the later triangle
           T beta[3];
           soft_perspective_weights(tri, s, beta);
           const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
-          a1 += u;
+          a0 = s.z;
+          best = f;
           for (int64_t ch = 0; ch < channels; ++ch)
-            px[ch] += u * soft_pair_color(tex, footprint, beta, corner, channels, ch);
+            px[ch] = soft_pair_color(tex, footprint, beta, corner, channels, ch);
         }
-      } else if (s.inside && s.z >= a0) {  // hard rgb; ties go to the later triangle
-        T beta[3];
-        soft_perspective_weights(tri, s, beta);
-        const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
-        a0 = s.z;
-        best = f;
-        for (int64_t ch = 0; ch < channels; ++ch) px[ch] = soft_pair_color(tex, footprint, beta, corner, channels, ch);
-      }
-    }
-    __syncthreads();
-  }
+      });
   if (!in_image) return;
   T* a = aux + p * kSoftAuxChannels;
   a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
