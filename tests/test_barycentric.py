@@ -9,58 +9,21 @@ from barycentric_reference import rasterize_triangles_reference
 from conftest import reference_file, same_bits_for_one_and_two_threads
 from diffrender import barycentric, camera, shapes
 from diffrender._ext import _C
-from tf_scenes import TRIANGLE_CLIP, cube, load_png, outlier_fraction
-
-
-def simple_triangle(scales=(1.0, 1.0, 1.0), dtype=torch.float32):
-    clip = torch.tensor(TRIANGLE_CLIP, dtype=dtype) * torch.tensor(scales, dtype=dtype)[:, None]
-    return clip[None], torch.tensor([[0, 1, 2]])
-
-
-def unlit_cube_scene():
-    vertices, triangles, _ = cube()
-    eyes = torch.tensor([[2.0, 3.0, 6.0], [-3.0, 1.0, 6.0]])
-    view = camera.look_at(eyes, torch.zeros(2, 3), torch.tensor([[0.0, 1.0, 0.0]] * 2))
-    matrices = camera.perspective(640 / 480, 40.0, 0.01, 10.0) @ view
-    attributes = torch.cat([(vertices + 1) / 2, torch.ones(8, 1)], dim=-1).expand(2, 8, 4)
-    return vertices.expand(2, 8, 3), attributes, triangles, matrices
-
-
-def gray_cube_render(angles, width=640, height=480):
-    vertices, triangles, normals = cube()
-    rotation = camera.euler_matrices(angles)[:, :3, :3]
-    batch = angles.shape[0]
-    eye = torch.tensor([[0.0, 0.0, 6.0]]).expand(batch, 3)
-    return barycentric.render(
-        vertices @ rotation.transpose(1, 2), triangles, normals @ rotation.transpose(1, 2),
-        torch.ones(batch, 8, 3), eye, torch.zeros(batch, 3), torch.tensor([[0.0, 1.0, 0.0]]).expand(batch, 3),
-        eye[:, None, :], torch.ones(batch, 1, 3), width, height)
+from tf_scenes import (GOLDEN_NAMES, cube, gray_cube_render, load_png, outlier_fraction, render_golden_scenes,
+                       simple_triangle)
 
 
 # --- golden images -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,scales", [("Simple_Triangle", (1, 1, 1)),
-                                         ("Perspective_Corrected_Triangle", (0.2, 0.5, 2.0))])
-def test_triangle_goldens(name, scales):
-    clip, triangles = simple_triangle(scales)
-    _, bary, _ = barycentric.rasterize_triangles(clip, triangles, 640, 480)
-    image = torch.cat([bary, torch.ones_like(bary[..., :1])], dim=-1)[0]
-    assert outlier_fraction(image, load_png(reference_file("tf_mesh_renderer", f"{name}.png"))) <= 0.001
+@pytest.fixture(scope="module")
+def golden_renders():
+    return render_golden_scenes()
 
 
-def test_unlit_cube_goldens():
-    vertices, attributes, triangles, matrices = unlit_cube_scene()
-    images = barycentric.rasterize(vertices, attributes, triangles, matrices, 640, 480, [0, 0, 0, 0])
-    for i in range(2):
-        expected = load_png(reference_file("tf_mesh_renderer", f"Unlit_Cube_{i}.png"))
-        assert outlier_fraction(images[i], expected) <= 0.001
-
-
-def test_gray_cube_goldens():
-    images = gray_cube_render(torch.tensor([[-20.0, 0.0, 60.0], [45.0, 60.0, 0.0]]))
-    for i in range(2):
-        expected = load_png(reference_file("tf_mesh_renderer", f"Gray_Cube_{i}.png"))
-        assert outlier_fraction(images[i].detach(), expected) <= 0.001
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_goldens(golden_renders, name):
+    expected = load_png(reference_file("tf_mesh_renderer", f"{name}.png"))
+    assert outlier_fraction(golden_renders[name], expected) <= 0.001
 
 
 # --- geometric cases ---------------------------------------------------------------------------

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
-from conftest import separate_triangles
+from conftest import reference_file, separate_triangles
 from diffrender import barycentric, shading, soft, texture
 from diffrender._ext import _C
 from diffrender.mesh import load_mesh
 from gpu_backends import HAS_CUDA
+from tf_scenes import GOLDEN_NAMES, load_png, outlier_fraction, render_golden_scenes
 
 
 def random_clip(seed, batch=2, vertices=200, faces=300):
@@ -103,6 +104,18 @@ def test_screen_filling_triangles_sum_long_runs_exactly(gpu):
         assert torch.allclose(c, g, rtol=1e-9, atol=1e-9)
     assert all(torch.equal(g, r) for g, r in zip(gpu_grads, grads_on_gpu(gpu, fn, clip, triangles, attributes,
                                                                          schedule=5)[1]))
+
+
+def test_tf_mesh_renderer_goldens_on_the_gpu(gpu):
+    # The GPU kernels draw tf_mesh_renderer's golden scenes within tf's own criterion, and
+    # (nearly) the same pixels as the CPU kernels.
+    expected = {name: load_png(reference_file("tf_mesh_renderer", f"{name}.png")) for name in GOLDEN_NAMES}
+    with gpu(0):
+        renders = render_golden_scenes(gpu.device)
+    cpu_renders = render_golden_scenes()
+    for name in GOLDEN_NAMES:
+        assert outlier_fraction(renders[name], expected[name]) <= 0.001, name
+        assert outlier_fraction(renders[name], cpu_renders[name].numpy(), tolerance=1e-4) <= 1e-4, name
 
 
 def test_interpolate_and_phong_parity(gpu):

@@ -3,6 +3,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from diffrender import barycentric, camera
+
 CUBE_VERTICES = [[-1, -1, 1], [-1, -1, -1], [-1, 1, -1], [-1, 1, 1],
                  [1, -1, 1], [1, -1, -1], [1, 1, -1], [1, 1, 1]]
 CUBE_TRIANGLES = [[0, 1, 2], [2, 3, 0], [3, 2, 6], [6, 7, 3], [7, 6, 5], [5, 4, 7],
@@ -25,3 +27,52 @@ def outlier_fraction(image, expected: np.ndarray, tolerance: float = 0.01) -> fl
     """tf's criterion: the fraction of pixels whose worst channel differs by more than tolerance."""
     image = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
     return float((np.abs(image - expected).max(axis=-1) > tolerance).mean())
+
+
+def simple_triangle(scales=(1.0, 1.0, 1.0), dtype=torch.float32):
+    """(clip [1,3,4], triangles [1,3]): the Simple_Triangle scene, each vertex's row scaled."""
+    clip = torch.tensor(TRIANGLE_CLIP, dtype=dtype) * torch.tensor(scales, dtype=dtype)[:, None]
+    return clip[None], torch.tensor([[0, 1, 2]])
+
+
+def unlit_cube_scene():
+    """(vertices [2,8,3], attributes [2,8,4], triangles, matrices [2,4,4]) of Unlit_Cube_0/1."""
+    vertices, triangles, _ = cube()
+    eyes = torch.tensor([[2.0, 3.0, 6.0], [-3.0, 1.0, 6.0]])
+    view = camera.look_at(eyes, torch.zeros(2, 3), torch.tensor([[0.0, 1.0, 0.0]] * 2))
+    matrices = camera.perspective(640 / 480, 40.0, 0.01, 10.0) @ view
+    attributes = torch.cat([(vertices + 1) / 2, torch.ones(8, 1)], dim=-1).expand(2, 8, 4)
+    return vertices.expand(2, 8, 3), attributes, triangles, matrices
+
+
+def gray_cube_render(angles, width=640, height=480):
+    """[B,H,W,4] render of the Gray_Cube scene for euler angles [B,3], on the angles' device."""
+    vertices, triangles, normals = (t.to(angles.device) for t in cube())
+    rotation = camera.euler_matrices(angles)[:, :3, :3]
+    batch = angles.shape[0]
+    eye = torch.tensor([[0.0, 0.0, 6.0]], device=angles.device).expand(batch, 3)
+    return barycentric.render(
+        vertices @ rotation.transpose(1, 2), triangles, normals @ rotation.transpose(1, 2),
+        torch.ones(batch, 8, 3, device=angles.device), eye, torch.zeros(batch, 3, device=angles.device),
+        torch.tensor([[0.0, 1.0, 0.0]], device=angles.device).expand(batch, 3), eye[:, None, :],
+        torch.ones(batch, 1, 3, device=angles.device), width, height)
+
+
+GOLDEN_NAMES = ["Simple_Triangle", "Perspective_Corrected_Triangle", "Unlit_Cube_0", "Unlit_Cube_1",
+                "Gray_Cube_0", "Gray_Cube_1"]
+
+
+def render_golden_scenes(device="cpu") -> dict:
+    """{name in GOLDEN_NAMES: [480,640,4] render of that scene on ``device``, on the CPU}."""
+    renders = {}
+    for name, scales in (("Simple_Triangle", (1, 1, 1)), ("Perspective_Corrected_Triangle", (0.2, 0.5, 2.0))):
+        clip, triangles = (t.to(device) for t in simple_triangle(scales))
+        _, bary, _ = barycentric.rasterize_triangles(clip, triangles, 640, 480)
+        renders[name] = torch.cat([bary, torch.ones_like(bary[..., :1])], dim=-1)[0].cpu()
+    vertices, attributes, triangles, matrices = (t.to(device) for t in unlit_cube_scene())
+    unlit = barycentric.rasterize(vertices, attributes, triangles, matrices, 640, 480, [0, 0, 0, 0])
+    gray = gray_cube_render(torch.tensor([[-20.0, 0.0, 60.0], [45.0, 60.0, 0.0]], device=device))
+    for i in range(2):
+        renders[f"Unlit_Cube_{i}"] = unlit[i].cpu()
+        renders[f"Gray_Cube_{i}"] = gray[i].detach().cpu()
+    return renders
