@@ -9,8 +9,8 @@ from barycentric_reference import rasterize_triangles_reference
 from conftest import reference_file, same_bits_for_one_and_two_threads
 from diffrender import barycentric, camera, shapes
 from diffrender._ext import _C
-from tf_scenes import (GOLDEN_NAMES, cube, gray_cube_render, load_png, outlier_fraction, render_golden_scenes,
-                       simple_triangle)
+from tf_scenes import (GOLDEN_NAMES, TF_JACOBIAN_MAX_OUTLIERS, cube, gray_cube_render, load_png, outlier_fraction,
+                       render_golden_scenes, simple_triangle, tf_jacobian_checks)
 
 
 # --- golden images -----------------------------------------------------------------------------
@@ -198,57 +198,10 @@ def test_gradcheck_float64():
 
 # --- tf_mesh_renderer's gradient tests ---------------------------------------------------------
 
-def numeric_jacobian(function, x, step):
-    """Central differences, one input entry at a time: [outputs, inputs]."""
-    flat = x.reshape(-1)
-    columns = []
-    for i in range(flat.numel()):
-        plus, minus = flat.clone(), flat.clone()
-        plus[i] += step
-        minus[i] -= step
-        columns.append((function(plus.view_as(x)) - function(minus.view_as(x))).reshape(-1) / (2 * step))
-    return torch.stack(columns, dim=1)
-
-
-def analytic_jacobian(function, x):
-    leaf = x.clone().requires_grad_(True)
-    return torch.autograd.functional.jacobian(function, leaf).reshape(-1, x.numel())
-
-
-def tf_outliers(numeric, analytic):
-    # tf's check_jacobians_are_nearly_equal divides by the signed numeric value, as here.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.abs(numeric - analytic) / numeric
-    return np.nan_to_num(ratio, nan=0.0, posinf=np.inf) > 0.01
-
-
-def test_tf_simple_triangle_jacobian_has_no_outliers():
-    clip, triangles = simple_triangle()
-
-    def pixel_barycentrics(c):
-        return barycentric.rasterize_triangles(c, triangles, 640, 480)[1][0, 245, 325]
-
-    numeric = numeric_jacobian(pixel_barycentrics, clip, 4e-2).numpy()
-    analytic = analytic_jacobian(pixel_barycentrics, clip).numpy()
-    assert np.abs(analytic).sum() > 0
-    assert not tf_outliers(numeric, analytic).any()
-
-
-def test_tf_cube_jacobian_has_at_most_one_percent_outliers():
-    xyz = torch.tensor([[-0.43889722, -0.53184521, 0.85293502], [-0.37635487, 0.22206162, 0.90555805],
-                        [-0.22849123, 0.76811147, 0.80993629], [-0.2805393, -0.14092168, 0.71602166],
-                        [0.18631913, -0.62634289, 0.88603103], [0.16183566, 0.08129397, 0.93020856],
-                        [0.44147962, 0.53497446, 0.85076219], [0.53008741, -0.31276882, 0.77620775]])
-    clip = torch.cat([xyz, torch.ones(8, 1)], dim=-1)[None]
-    triangles = cube()[1]
-
-    def image(c):
-        return barycentric.rasterize_triangles(c, triangles, 28, 21)[1]
-
-    numeric = numeric_jacobian(image, clip, 4e-2).numpy()
-    analytic = analytic_jacobian(image, clip).numpy()
-    assert np.abs(analytic).sum() > 0
-    assert tf_outliers(numeric, analytic).mean() <= 0.01
+def test_tf_jacobians_have_few_outliers():
+    for name, (outliers, analytic_size) in tf_jacobian_checks().items():
+        assert analytic_size > 0, name
+        assert outliers <= TF_JACOBIAN_MAX_OUTLIERS[name], name
 
 
 # --- full render gradients ---------------------------------------------------------------------

@@ -13,7 +13,8 @@ from diffrender import barycentric, shading, soft, texture
 from diffrender._ext import _C
 from diffrender.mesh import load_mesh
 from gpu_backends import HAS_CUDA
-from tf_scenes import GOLDEN_NAMES, load_png, outlier_fraction, render_golden_scenes
+from tf_scenes import (GOLDEN_NAMES, TF_JACOBIAN_MAX_OUTLIERS, load_png, outlier_fraction, render_golden_scenes,
+                       tf_jacobian_checks)
 
 
 def random_clip(seed, batch=2, vertices=200, faces=300):
@@ -116,6 +117,14 @@ def test_tf_mesh_renderer_goldens_on_the_gpu(gpu):
     for name in GOLDEN_NAMES:
         assert outlier_fraction(renders[name], expected[name]) <= 0.001, name
         assert outlier_fraction(renders[name], cpu_renders[name].numpy(), tolerance=1e-4) <= 1e-4, name
+
+
+def test_tf_mesh_renderer_jacobians_on_the_gpu(gpu):
+    with gpu(0):
+        checks = tf_jacobian_checks(gpu.device)
+    for name, (outliers, analytic_size) in checks.items():
+        assert analytic_size > 0, name
+        assert outliers <= TF_JACOBIAN_MAX_OUTLIERS[name], name
 
 
 def test_interpolate_and_phong_parity(gpu):

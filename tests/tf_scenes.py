@@ -76,3 +76,55 @@ def render_golden_scenes(device="cpu") -> dict:
         renders[f"Unlit_Cube_{i}"] = unlit[i].cpu()
         renders[f"Gray_Cube_{i}"] = gray[i].detach().cpu()
     return renders
+
+
+def numeric_jacobian(function, x, step):
+    """Central differences, one input entry at a time: [outputs, inputs]."""
+    flat = x.reshape(-1)
+    columns = []
+    for i in range(flat.numel()):
+        plus, minus = flat.clone(), flat.clone()
+        plus[i] += step
+        minus[i] -= step
+        columns.append((function(plus.view_as(x)) - function(minus.view_as(x))).reshape(-1) / (2 * step))
+    return torch.stack(columns, dim=1)
+
+
+def analytic_jacobian(function, x):
+    leaf = x.clone().requires_grad_(True)
+    return torch.autograd.functional.jacobian(function, leaf).reshape(-1, x.numel())
+
+
+def tf_outliers(numeric, analytic):
+    # tf's check_jacobians_are_nearly_equal divides by the signed numeric value, as here.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(numeric - analytic) / numeric
+    return np.nan_to_num(ratio, nan=0.0, posinf=np.inf) > 0.01
+
+
+TF_CUBE_CLIP_XYZ = [[-0.43889722, -0.53184521, 0.85293502], [-0.37635487, 0.22206162, 0.90555805],
+                    [-0.22849123, 0.76811147, 0.80993629], [-0.2805393, -0.14092168, 0.71602166],
+                    [0.18631913, -0.62634289, 0.88603103], [0.16183566, 0.08129397, 0.93020856],
+                    [0.44147962, 0.53497446, 0.85076219], [0.53008741, -0.31276882, 0.77620775]]
+
+# The share of outlier entries tf_mesh_renderer's own tests allow.
+TF_JACOBIAN_MAX_OUTLIERS = {"Simple_Triangle": 0.0, "Cube": 0.01}
+
+
+def tf_jacobian_checks(device="cpu") -> dict:
+    """tf's two gradient tests on ``device``, step 4e-2: {name: (outlier share, Σ|analytic|)}.
+    Simple_Triangle: the barycentrics of pixel (325, 245) w.r.t. the clip vertices; Cube: the
+    whole 28×21 barycentric image w.r.t. TF_CUBE_CLIP_XYZ with w = 1."""
+    clip, triangles = (t.to(device) for t in simple_triangle())
+    cube_clip = torch.cat([torch.tensor(TF_CUBE_CLIP_XYZ), torch.ones(8, 1)], dim=-1)[None].to(device)
+    cube_triangles = cube()[1].to(device)
+    cases = {
+        "Simple_Triangle": (lambda c: barycentric.rasterize_triangles(c, triangles, 640, 480)[1][0, 245, 325], clip),
+        "Cube": (lambda c: barycentric.rasterize_triangles(c, cube_triangles, 28, 21)[1], cube_clip),
+    }
+    checks = {}
+    for name, (function, x) in cases.items():
+        numeric = numeric_jacobian(function, x, 4e-2).cpu().numpy()
+        analytic = analytic_jacobian(function, x).cpu().numpy()
+        checks[name] = (float(tf_outliers(numeric, analytic).mean()), float(np.abs(analytic).sum()))
+    return checks
