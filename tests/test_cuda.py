@@ -13,8 +13,8 @@ from diffrender import barycentric, shading, soft, texture
 from diffrender._ext import _C
 from diffrender.mesh import load_mesh
 from gpu_backends import HAS_CUDA
-from tf_scenes import (GOLDEN_NAMES, TF_JACOBIAN_MAX_OUTLIERS, load_png, outlier_fraction, render_golden_scenes,
-                       tf_jacobian_checks)
+from tf_scenes import (GOLDEN_NAMES, TF_JACOBIAN_MAX_OUTLIERS, fit_cube_rotation, load_png, outlier_fraction,
+                       render_golden_scenes, tf_jacobian_checks)
 
 
 def random_clip(seed, batch=2, vertices=200, faces=300):
@@ -125,6 +125,13 @@ def test_tf_mesh_renderer_jacobians_on_the_gpu(gpu):
     for name, (outliers, analytic_size) in checks.items():
         assert analytic_size > 0, name
         assert outliers <= TF_JACOBIAN_MAX_OUTLIERS[name], name
+
+
+def test_tf_mesh_renderer_cube_rotates_on_the_gpu(gpu):
+    target = load_png(reference_file("tf_mesh_renderer", "Gray_Cube_0.png"))
+    with gpu(0):
+        final = fit_cube_rotation(target, gpu.device)
+    assert outlier_fraction(final, target, tolerance=0.04) <= 0.01
 
 
 def test_interpolate_and_phong_parity(gpu):

@@ -58,6 +58,21 @@ def gray_cube_render(angles, width=640, height=480):
         torch.ones(batch, 1, 3, device=angles.device), width, height)
 
 
+def fit_cube_rotation(target: np.ndarray, device="cpu") -> np.ndarray:
+    """tf's testThatCubeRotates on ``device``: euler angles from (0,0,0), 35 steps of SGD (lr 0.7,
+    momentum 0.1, gradient norm clipped to 1) on mean |render − target|; the final render."""
+    target = torch.from_numpy(target).float().to(device)
+    angles = torch.zeros(1, 3, device=device, requires_grad=True)
+    optimizer = torch.optim.SGD([angles], lr=0.7, momentum=0.1)
+    for _ in range(35):
+        optimizer.zero_grad()
+        loss = (gray_cube_render(angles)[0] - target).abs().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([angles], 1.0)
+        optimizer.step()
+    return gray_cube_render(angles.detach())[0].cpu().numpy()
+
+
 GOLDEN_NAMES = ["Simple_Triangle", "Perspective_Corrected_Triangle", "Unlit_Cube_0", "Unlit_Cube_1",
                 "Gray_Cube_0", "Gray_Cube_1"]
 
