@@ -141,7 +141,7 @@ cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int6
     setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(clip, triangles, num_vertices, num_triangles,
                                                                    width, height, grid, setups.get(), counts.get());
   int total = 0;
-  DR_CUDA_TRY(scan_tile_counts(counts.get(), offsets.get(), tiles, total, stream));
+  DR_CUDA_TRY(running_sum(counts.get(), offsets.get(), tiles, stream, &total));
   Scratch<int32_t> entries(total, stream);
   DR_CUDA_TRY(entries.status());
   DR_CUDA_TRY(fill_tile_bins(setups.get(), num_triangles, grid, offsets.get(), counts.get(), entries.get(), stream));

@@ -93,6 +93,22 @@ inline int bits_for(int64_t max_key) {
   return bits;
 }
 
+// Exclusive running sum of counts [n] into offsets [n + 1]: counts[n] is zeroed first, so that
+// offsets[n] is the total. Given total, it also copies the total to the host, which synchronises
+// the stream.
+template <typename I>
+cudaError_t running_sum(I* counts, I* offsets, int64_t n, cudaStream_t stream, I* total = nullptr) {
+  DR_CUDA_TRY(cudaMemsetAsync(counts + n, 0, sizeof(I), stream));
+  size_t scan_bytes = 0;
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, offsets, n + 1, stream));
+  Scratch<unsigned char> scan_temp(scan_bytes, stream);
+  DR_CUDA_TRY(scan_temp.status());
+  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(scan_temp.get(), scan_bytes, counts, offsets, n + 1, stream));
+  if (!total) return cudaSuccess;
+  DR_CUDA_TRY(cudaMemcpyAsync(total, offsets + n, sizeof(I), cudaMemcpyDeviceToHost, stream));
+  return cudaStreamSynchronize(stream);
+}
+
 inline int64_t run_chunks(int64_t count) { return (count + kRunChunk - 1) / kRunChunk; }
 
 // out[key] += Σ values[rows[i]] over the entries i with that key, for keys sorted ascending: level

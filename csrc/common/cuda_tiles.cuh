@@ -8,7 +8,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cub/cub.cuh>
 
 #include "common/cuda_scratch.cuh"
 
@@ -87,19 +86,6 @@ __global__ void fill_bins(const Setup* setups, int64_t num_triangles, TileGrid g
   int* cursor = cursors + (i / num_triangles) * grid.per_image();
   const int32_t triangle = static_cast<int32_t>(i % num_triangles);
   for_each_tile(setups[i], grid, [&](int64_t tile) { entries[atomicAdd(cursor + tile, 1)] = triangle; });
-}
-
-// Turns per-tile counts [tiles + 1] (the last one 0) into offsets [tiles + 1] and returns the
-// number of bin entries in `total` (a host value: the stream is synchronised).
-inline cudaError_t scan_tile_counts(const int* counts, int* offsets, int64_t tiles, int& total,
-                                    cudaStream_t stream) {
-  size_t temp_bytes = 0;
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, counts, offsets, tiles + 1, stream));
-  Scratch<unsigned char> temp(temp_bytes, stream);
-  DR_CUDA_TRY(temp.status());
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(temp.get(), temp_bytes, counts, offsets, tiles + 1, stream));
-  DR_CUDA_TRY(cudaMemcpyAsync(&total, offsets + tiles, sizeof(int), cudaMemcpyDeviceToHost, stream));
-  return cudaStreamSynchronize(stream);
 }
 
 // Fills entries [total] with each tile's triangle indices, tile t's in [offsets[t], offsets[t+1]).

@@ -397,18 +397,6 @@ __global__ void batch_record_offsets(const int64_t* chunk_offsets, const int64_t
   if (b <= batch) out[b] = record_offsets[chunk_offsets[b * num_triangles]];
 }
 
-// Exclusive running sum of counts [n] into offsets [n + 1], and its total into *total (host).
-inline cudaError_t running_sum(int64_t* counts, int64_t* offsets, int64_t n, int64_t* total, cudaStream_t stream) {
-  DR_CUDA_TRY(cudaMemsetAsync(counts + n, 0, sizeof(int64_t), stream));
-  size_t scan_bytes = 0;
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts, offsets, n + 1, stream));
-  Scratch<unsigned char> scan_temp(scan_bytes, stream);
-  DR_CUDA_TRY(scan_temp.status());
-  DR_CUDA_TRY(cub::DeviceScan::ExclusiveSum(scan_temp.get(), scan_bytes, counts, offsets, n + 1, stream));
-  DR_CUDA_TRY(cudaMemcpyAsync(total, offsets + n, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
-  return cudaStreamSynchronize(stream);
-}
-
 }  // namespace
 
 template <typename T>
@@ -431,7 +419,7 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
     setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(screen, triangles, num_vertices, num_triangles,
                                                                    c, grid, setups.get(), counts.get());
   int total = 0;
-  DR_CUDA_TRY(scan_tile_counts(counts.get(), offsets.get(), tiles, total, stream));
+  DR_CUDA_TRY(running_sum(counts.get(), offsets.get(), tiles, stream, &total));
   Scratch<int32_t> entries(total, stream), sorted(total, stream);
   DR_CUDA_TRY(entries.status());
   DR_CUDA_TRY(sorted.status());
@@ -496,7 +484,7 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
   count_walk_chunks<T><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), items, chunk_counts.get());
   DR_CUDA_TRY(cudaGetLastError());
   int64_t chunks = 0;
-  DR_CUDA_TRY(running_sum(chunk_counts.get(), chunk_offsets.get(), items, &chunks, stream));
+  DR_CUDA_TRY(running_sum(chunk_counts.get(), chunk_offsets.get(), items, stream, &chunks));
   if (chunks == 0) return cudaSuccess;  // no triangle reaches a pixel centre's blurred box
   if (3 * chunks >= (int64_t(1) << 31)) return cudaErrorInvalidValue;  // ordered_scatter_add's int32 rows
   // Textured: count the records per chunk, then give each chunk its rows by a running sum.
@@ -511,14 +499,13 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
         setups.get(), chunk_offsets.get(), chunks, triangles, attributes, texture, batch, num_vertices,
         num_triangles, c, modes, prep.get(), hard_ids, grad_image, counts.get());
     DR_CUDA_TRY(cudaGetLastError());
-    int64_t total_records = 0;
-    DR_CUDA_TRY(running_sum(counts.get(), record_offsets.get(), chunks, &total_records, stream));
+    DR_CUDA_TRY(running_sum(counts.get(), record_offsets.get(), chunks, stream));
     batch_record_offsets<<<blocks_for(batch + 1), kThreads, 0, stream>>>(
         chunk_offsets.get(), record_offsets.get(), batch, num_triangles, first_records.get());
     DR_CUDA_TRY(cudaMemcpyAsync(batch_offsets, first_records.get(), (batch + 1) * sizeof(int64_t),
                                 cudaMemcpyDeviceToHost, stream));
     DR_CUDA_TRY(cudaStreamSynchronize(stream));
-    records = allocate_records(total_records);
+    records = allocate_records(batch_offsets[batch]);
   }
   const int64_t corner_stride = 3 + modes.attr_channels;
   Scratch<T> corners(chunks * 3 * corner_stride, stream);

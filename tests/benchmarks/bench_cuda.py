@@ -202,5 +202,6 @@ def main():
                 raster_rows(meshes, sizes, batches, device, results["sweep"]))
     save()
 
+
 if __name__ == "__main__":
     main()
