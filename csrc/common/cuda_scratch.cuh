@@ -93,9 +93,10 @@ inline int bits_for(int64_t max_key) {
   return bits;
 }
 
-// Exclusive running sum of counts [n] into offsets [n + 1]: counts[n] is zeroed first, so that
-// offsets[n] is the total. Given total, it also copies the total to the host, which synchronises
-// the stream.
+// Exclusive running sum of counts [n + 1] into offsets [n + 1], so that offsets[n] is the total
+// of counts[0..n). The scan reads counts[n] without using it; it is zeroed so that no uninitialised
+// memory is read (compute-sanitizer's initcheck). Given total, it also copies the total to the
+// host, which synchronises the stream.
 template <typename I>
 cudaError_t running_sum(I* counts, I* offsets, int64_t n, cudaStream_t stream, I* total = nullptr) {
   DR_CUDA_TRY(cudaMemsetAsync(counts + n, 0, sizeof(I), stream));
