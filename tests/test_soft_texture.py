@@ -21,13 +21,13 @@ MODES = {
 }
 
 
-def textured_scene(batch=2, num_triangles=8, texture_batch=2, texture_size=(5, 7), seed=0):
+def textured_scene(batch=2, num_triangles=8, texture_batch=2, texture_size=(5, 7), seed=0, spread=0.4):
     """separate_triangles with per-vertex (u, v, scale[3], offset[3]), uvs beyond [0,1] (so both
     boundaries matter); a small random texture [texture_batch,Ht,Wt,3]; a background colour;
     float64."""
     gen = torch.Generator().manual_seed(seed)
     dtype = torch.float64
-    clip, triangles = separate_triangles(gen, batch, num_triangles, dtype)
+    clip, triangles = separate_triangles(gen, batch, num_triangles, dtype, spread)
     num_vertices = clip.shape[1]
     uvs = torch.rand(batch, num_vertices, 2, generator=gen, dtype=dtype) * 2.2 - 0.6
     scale = torch.rand(batch, num_vertices, 3, generator=gen, dtype=dtype) + 0.5
@@ -190,6 +190,33 @@ def test_nan_uvs_sample_zero_and_pass_no_gradient():
     assert torch.isfinite(grad_attributes).all()
     assert (grad_attributes[:, 3:9, :2] == 0).all()
     assert grad_attributes[:, :3, :2].abs().max() > 0
+
+
+@pytest.mark.parametrize("textured", [False, True], ids=["untextured", "textured"])
+def test_large_triangles_are_walked_in_chunks(textured):
+    # Triangles several times wider than a walk chunk (256 pixels) is tall: the backward pass cuts
+    # each blurred box into chunks of a few rows, walked by different threads, whose corner sums
+    # and texture records must add up to the reference's, with the same bits for any thread count.
+    clip, triangles, attributes, texture, background = textured_scene(num_triangles=4, seed=3, spread=1.2)
+    if not textured:
+        attributes, texture = attributes[..., 2:5], None
+    width, height = 120, 90
+    ndc = clip[..., :2] / clip[..., 3:]
+    spans = ndc.view(2, 4, 3, 2).amax(dim=2) - ndc.view(2, 4, 3, 2).amin(dim=2)
+    assert (spans[..., 0] * width / 2 > 128).any() and (spans[..., 1] * height / 2 > 45).any()
+    grad_out = torch.randn(2, height, width, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def grads_of(fn):
+        inputs = with_grads(clip, attributes, background) + ([] if texture is None else with_grads(texture))
+        image = fn(inputs[0], triangles, inputs[1], width, height, background_color=inputs[2],
+                   texture=inputs[3] if textured else None, **SETTINGS)
+        return image, *torch.autograd.grad((image * grad_out).sum(), inputs)
+
+    got = same_bits_for_one_and_two_threads(lambda: grads_of(soft.rasterize))
+    expected = grads_of(soft_rasterize_reference)
+    for what, g, e in zip(("image", "clip_vertices", "attributes", "background", "texture"), got, expected):
+        assert g.abs().max() > 0
+        assert_close(g, e, what=what)
 
 
 # --- determinism -----------------------------------------------------------------------------

@@ -5,12 +5,14 @@
 // running aggregates (an online softmax for colour, a product or sum for alpha). Every pixel is
 // therefore updated by one thread in a fixed order: the same bits for any thread count.
 //
-// Backward: one thread owns each triangle and walks its blurred bounding box in raster order,
-// recomputing its coverage, depth and colour at each pixel and turning the pixel's saved
-// aggregates into its own gradient; the per-corner sums then go to the vertices in triangle
-// order. Untextured, nothing per (pixel, triangle) is ever stored. Textured, each pair that
-// samples the texture also leaves a record (uv and d(loss)/d(albedo), memory O(pairs)); gathered
-// in triangle order, the records go through the texture op's deterministic scatter (soft_ops.cpp).
+// Backward: each triangle's blurred bounding box is cut into walk chunks of whole rows
+// (soft_walk_chunk_rows, shared with the GPU), so that a screen-sized triangle is split over the
+// threads. One thread walks each chunk in raster order, recomputing the triangle's coverage, depth
+// and colour at each pixel and turning the pixel's saved aggregates into the triangle's gradient;
+// the chunks' per-corner sums then go to the vertices in (triangle, chunk) order. Untextured,
+// nothing per (pixel, triangle) is ever stored. Textured, each pair that samples the texture also
+// leaves a record (uv and d(loss)/d(albedo), memory O(pairs)); gathered in (triangle, chunk)
+// order, the records go through the texture op's deterministic scatter (soft_ops.cpp).
 //
 // Both passes evaluate a triangle against a run of pixels in two phases: a branch-free loop over
 // up to kBlock pixels that the compiler vectorises (soft_sample for every pixel), then a scalar
@@ -327,31 +329,52 @@ void forward_impl(const SoftParams& params, const at::Tensor& screen, const at::
   });
 }
 
-// Texture-gradient records written by the per-triangle walks: each thread appends to its own
-// arena, and each triangle remembers where its rows went, so that they can be gathered in
-// triangle order whatever thread wrote them.
+// The walk chunks of every (batch item, triangle) (soft_walk_chunk_rows), numbered in
+// (item, chunk) order: item i's are [offsets[i], offsets[i + 1]), and chunk j belongs to item[j].
+template <typename T>
+struct WalkChunks {
+  std::vector<int64_t> offsets;  // [items + 1]
+  std::vector<int64_t> item;     // [chunks]
+
+  WalkChunks(const SoftTriangle<T>* setups, int64_t items) : offsets(items + 1, 0) {
+    for (int64_t i = 0; i < items; ++i) offsets[i + 1] = offsets[i] + soft_walk_chunk_count(setups[i]);
+    item.resize(offsets[items]);
+    at::parallel_for(0, items, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) std::fill(item.begin() + offsets[i], item.begin() + offsets[i + 1], i);
+    });
+  }
+
+  int64_t count() const { return offsets.back(); }
+};
+
+// Texture-gradient records written by the chunk walks: each thread appends to its own arena, and
+// each chunk remembers where its rows went, so that they can be gathered in (triangle, chunk)
+// order whatever thread wrote them.
 template <typename T>
 struct RecordArenas {
   int64_t row_size;
   std::vector<std::vector<T>> arenas;  // per thread
-  std::vector<int32_t> thread;         // per triangle: the arena holding its rows
-  std::vector<int64_t> first, count;   // per triangle: its rows in that arena
+  std::vector<int32_t> thread;         // per chunk: the arena holding its rows
+  std::vector<int64_t> first, count;   // per chunk: its rows in that arena
 
-  RecordArenas(int64_t row_size_, int64_t triangles)
-      : row_size(row_size_), arenas(at::get_num_threads()), thread(triangles), first(triangles), count(triangles) {}
+  RecordArenas(int64_t row_size_, int64_t chunks)
+      : row_size(row_size_), arenas(at::get_num_threads()), thread(chunks), first(chunks), count(chunks) {}
 
-  // The rows in triangle order, with the first row of each batch item.
-  void gather(int64_t batch, int64_t num_triangles, const at::TensorOptions& options, SoftTextureRecords& out) const {
-    const int64_t items = batch * num_triangles;
-    std::vector<int64_t> offsets(items + 1, 0);
-    for (int64_t i = 0; i < items; ++i) offsets[i + 1] = offsets[i] + count[i];
+  // The rows in chunk order, with the first row of each batch item, whose first chunk is
+  // first_chunk_of(b).
+  template <typename FirstChunkOf>
+  void gather(int64_t batch, const FirstChunkOf& first_chunk_of, const at::TensorOptions& options,
+              SoftTextureRecords& out) const {
+    const int64_t chunks = static_cast<int64_t>(count.size());
+    std::vector<int64_t> offsets(chunks + 1, 0);
+    for (int64_t j = 0; j < chunks; ++j) offsets[j + 1] = offsets[j] + count[j];
     out.batch_offsets.resize(batch + 1);
-    for (int64_t b = 0; b <= batch; ++b) out.batch_offsets[b] = offsets[b * num_triangles];
-    out.rows = at::empty({offsets[items], row_size}, options);
+    for (int64_t b = 0; b <= batch; ++b) out.batch_offsets[b] = offsets[first_chunk_of(b)];
+    out.rows = at::empty({offsets[chunks], row_size}, options);
     T* rows = out.rows.data_ptr<T>();
-    at::parallel_for(0, items, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        std::copy_n(arenas[thread[i]].data() + first[i] * row_size, count[i] * row_size, rows + offsets[i] * row_size);
+    at::parallel_for(0, chunks, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j)
+        std::copy_n(arenas[thread[j]].data() + first[j] * row_size, count[j] * row_size, rows + offsets[j] * row_size);
     });
   }
 };
@@ -418,28 +441,29 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
 
   const int64_t* tris = triangles.data_ptr<int64_t>();
   const auto setups = setup_triangles(screen.data_ptr<T>(), tris, batch, num_vertices, num_triangles, c);
+  const WalkChunks<T> chunks(setups.triangles.get(), batch * num_triangles);
   const std::vector<T> xs = pixel_centers<T>(width, c.scale_x), ys = pixel_centers<T>(height, c.scale_y);
   const T* attr_ptr = attributes.data_ptr<T>();
   const int64_t corner_stride = 3 + attr_channels;
-  std::vector<T> corners(batch * num_triangles * 3 * corner_stride);  // [B,F,3,3+A]
-  T* out_ptr = corners.data();
+  std::vector<T> corners(chunks.count() * 3 * corner_stride);  // [chunks,3,3+A]
   const bool textured = tex.texels != nullptr;
-  RecordArenas<T> arenas(2 + channels, textured ? batch * num_triangles : 0);
+  RecordArenas<T> arenas(2 + channels, textured ? chunks.count() : 0);
 
-  parallel_for_interleaved(batch * num_triangles, [&](int64_t i) {
-    const int64_t b = i / num_triangles, f = i % num_triangles;
-    T* out = out_ptr + i * 3 * corner_stride;
+  parallel_for_interleaved(chunks.count(), [&](int64_t j) {
+    const int64_t i = chunks.item[j], b = i / num_triangles, f = i % num_triangles;
+    T* out = corners.data() + j * 3 * corner_stride;
     std::fill_n(out, 3 * corner_stride, T(0));
     std::vector<T>* arena = nullptr;
     if (textured) {
       const int thread = at::get_thread_num();
       arena = &arenas.arenas[thread];
-      arenas.thread[i] = thread;
-      arenas.first[i] = static_cast<int64_t>(arena->size()) / arenas.row_size;
-      arenas.count[i] = 0;
+      arenas.thread[j] = thread;
+      arenas.first[j] = static_cast<int64_t>(arena->size()) / arenas.row_size;
+      arenas.count[j] = 0;
     }
     const SoftTriangle<T>& tri = setups.triangles[i];
-    if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) return;
+    int y_first, y_last;
+    soft_walk_chunk_rows(tri, static_cast<int>(j - chunks.offsets[i]), y_first, y_last);
     const T* batch_attr = attr_ptr + b * num_vertices * attr_channels;
     const T* corner[3] = {batch_attr + tris[3 * f] * attr_channels, batch_attr + tris[3 * f + 1] * attr_channels,
                           batch_attr + tris[3 * f + 2] * attr_channels};
@@ -450,7 +474,7 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
     const bool distance_only = lean && !(tri.flags & kSoftCheckZ);
     SampleBlock<T> block;
     const int64_t image_offset = b * pixels;
-    for (int iy = tri.y_min; iy <= tri.y_max; ++iy) {
+    for (int iy = y_first; iy <= y_last; ++iy) {
       const int64_t row = image_offset + int64_t(iy) * width;
       for_each_pixel_in_row(tri, ys[iy], xs.data(), c, distance_only, block,
                             [&](int ix, const SoftSample<T>& s) {
@@ -468,7 +492,7 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
         const bool recorded = soft_pair_backward(tri, s, c, pr, colour_path, softmax, alpha_mode == kSoftAlphaProd,
                                                  grad_ptr + p * stride, corner, channels, tex, b, gattr, giw, gp,
                                                  record);
-        if (recorded) ++arenas.count[i];
+        if (recorded) ++arenas.count[j];
         else if (arena) arena->resize(arena->size() - arenas.row_size);
       });
     }
@@ -479,10 +503,12 @@ void backward_impl(const SoftParams& params, const at::Tensor& screen, const at:
     }
   });
 
+  // Each vertex adds its corners in (triangle, chunk) order, as ordered_scatter_add does on the GPU.
   grad_vertices.zero_();
-  add_corners_to_vertices(out_ptr, tris, batch, num_triangles, num_vertices,
-                          corner_stride, grad_vertices.data_ptr<T>());
-  if (textured) arenas.gather(batch, num_triangles, screen.options(), records);
+  add_corners_to_vertices(corners.data(), chunks.item, tris, batch, num_triangles, num_vertices, corner_stride,
+                          grad_vertices.data_ptr<T>());
+  if (textured)
+    arenas.gather(batch, [&](int64_t b) { return chunks.offsets[b * num_triangles]; }, screen.options(), records);
 }
 
 }  // namespace

@@ -9,8 +9,8 @@
 //
 // Backward: as on the CPU, nothing per (pixel, triangle) is stored untextured (memory
 // O(pixels + F)). A per-pixel pass turns the saved aggregates into the few numbers each triangle
-// needs. Then each triangle's blurred bounding box is cut into chunks of whole rows of about
-// kWalkPixels pixels, and one thread per chunk walks it in raster order, recomputing the
+// needs. Then each triangle's blurred bounding box is cut into the CPU's walk chunks of whole rows
+// (soft_walk_chunk_rows), and one thread per chunk walks it in raster order, recomputing the
 // triangle's coverage, depth and colour at each pixel, and writes the chunk's per-corner gradients
 // [3, 3+A]: a screen-sized triangle is walked by many threads, not one. The corners go to the
 // vertices with ordered_scatter_add (stable sort by vertex, summed in (triangle, chunk) order).
@@ -63,28 +63,11 @@ __device__ __forceinline__ bool sample_pair(const SoftTriangle<T>& tri, T X, T Y
   return (lean && !(tri.flags & kSoftCheckZ)) ? soft_sample_distance(tri, X, Y, c, s) : soft_sample(tri, X, Y, c, s);
 }
 
-// Pixels a backward thread walks at most, give or take a row: a chunk of a triangle's blurred box
-// is kWalkPixels / box width whole rows, or one row of a wider box.
-constexpr int kWalkPixels = 256;
-
-template <typename T>
-__device__ __forceinline__ int walk_rows_per_chunk(const SoftTriangle<T>& tri) {
-  const int box_width = tri.x_max - tri.x_min + 1;
-  return box_width >= kWalkPixels ? 1 : kWalkPixels / box_width;
-}
-
 // The number of walk chunks of each (batch item, triangle) i into counts[i], for i < items.
 template <typename T>
 __global__ void count_walk_chunks(const SoftTriangle<T>* setups, int64_t items, int64_t* counts) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= items) return;
-  const SoftTriangle<T>& tri = setups[i];
-  if (tri.x_min > tri.x_max || tri.y_min > tri.y_max) {
-    counts[i] = 0;
-    return;
-  }
-  const int rows = tri.y_max - tri.y_min + 1, per_chunk = walk_rows_per_chunk(tri);
-  counts[i] = (rows + per_chunk - 1) / per_chunk;
+  if (i < items) counts[i] = soft_walk_chunk_count(setups[i]);
 }
 
 // Walk chunk j: its (batch item, triangle), found by binary search in the running sum of the
@@ -104,10 +87,7 @@ __device__ __forceinline__ WalkChunk find_walk_chunk(const SoftTriangle<T>* setu
   }
   WalkChunk w;
   w.item = lo - 1;
-  const SoftTriangle<T>& tri = setups[w.item];
-  const int per_chunk = walk_rows_per_chunk(tri);
-  w.y_first = tri.y_min + static_cast<int>(j - chunk_offsets[w.item]) * per_chunk;
-  w.y_last = w.y_first + per_chunk - 1 < tri.y_max ? w.y_first + per_chunk - 1 : tri.y_max;
+  soft_walk_chunk_rows(setups[w.item], static_cast<int>(j - chunk_offsets[w.item]), w.y_first, w.y_last);
   return w;
 }
 

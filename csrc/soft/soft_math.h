@@ -245,6 +245,33 @@ HOST_DEVICE void soft_row_span(const SoftTriangle<T>& t, T Y, const SoftConstant
   hi = b < hi ? b : hi;
 }
 
+// The backward pass walks each triangle's blurred bounding box in chunks of whole rows, about
+// kSoftWalkPixels pixels each (one row of a wider box), so that a screen-sized triangle is split
+// over many threads rather than walked by one. CPU and GPU cut the same chunks.
+constexpr int kSoftWalkPixels = 256;
+
+template <typename T>
+HOST_DEVICE int soft_walk_rows_per_chunk(const SoftTriangle<T>& t) {
+  const int box_width = t.x_max - t.x_min + 1;
+  return box_width >= kSoftWalkPixels ? 1 : kSoftWalkPixels / box_width;
+}
+
+// The number of walk chunks of a triangle: 0 when it reaches no pixel.
+template <typename T>
+HOST_DEVICE int soft_walk_chunk_count(const SoftTriangle<T>& t) {
+  if (t.x_min > t.x_max || t.y_min > t.y_max) return 0;
+  const int rows_per_chunk = soft_walk_rows_per_chunk(t);
+  return (t.y_max - t.y_min + rows_per_chunk) / rows_per_chunk;
+}
+
+// Rows [y_first, y_last] of the triangle's walk chunk k < soft_walk_chunk_count(t).
+template <typename T>
+HOST_DEVICE void soft_walk_chunk_rows(const SoftTriangle<T>& t, int k, int& y_first, int& y_last) {
+  const int rows_per_chunk = soft_walk_rows_per_chunk(t);
+  y_first = t.y_min + k * rows_per_chunk;
+  y_last = y_first + rows_per_chunk - 1 < t.y_max ? y_first + rows_per_chunk - 1 : t.y_max;
+}
+
 // Everything known about one (pixel, triangle) pair.
 template <typename T>
 struct SoftSample {
