@@ -129,25 +129,18 @@ cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int6
                                    int64_t num_triangles, int width, int height, int64_t* ids, T* bary, T* zbuf,
                                    cudaStream_t stream) {
   const TileGrid grid = tile_grid(width, height, batch);
-  const int64_t tiles = grid.count(), items = batch * num_triangles;
-  if (tiles == 0) return cudaSuccess;  // an empty batch: CUDA refuses a launch of no blocks
-  Scratch<TriangleSetup<T>> setups(items, stream);
-  Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
-  DR_CUDA_TRY(setups.status());
-  DR_CUDA_TRY(counts.status());
-  DR_CUDA_TRY(offsets.status());
-  DR_CUDA_TRY(cudaMemsetAsync(counts.get(), 0, (tiles + 1) * sizeof(int), stream));
-  if (items > 0)
-    setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(clip, triangles, num_vertices, num_triangles,
-                                                                   width, height, grid, setups.get(), counts.get());
-  int total = 0;
-  DR_CUDA_TRY(running_sum(counts.get(), offsets.get(), tiles, stream, &total));
-  Scratch<int32_t> entries(total, stream);
-  DR_CUDA_TRY(entries.status());
-  DR_CUDA_TRY(fill_tile_bins(setups.get(), num_triangles, grid, offsets.get(), counts.get(), entries.get(), stream));
-  rasterize_tiles<T><<<static_cast<unsigned>(tiles), dim3(kTile, kTile), 0, stream>>>(
-      setups.get(), num_triangles, grid, offsets.get(), entries.get(), width, height, ids, bary, zbuf);
-  return cudaGetLastError();
+  if (grid.count() == 0) return cudaSuccess;  // an empty batch: CUDA refuses a launch of no blocks
+  return with_tile_bins<TriangleSetup<T>>(
+      grid, num_triangles, stream,
+      [&](TriangleSetup<T>* setups, int* counts) {
+        setup_and_count<T><<<blocks_for(batch * num_triangles), kThreads, 0, stream>>>(
+            clip, triangles, num_vertices, num_triangles, width, height, grid, setups, counts);
+      },
+      [&](const TriangleSetup<T>* setups, const int* offsets, const int32_t* entries, int) {
+        rasterize_tiles<T><<<static_cast<unsigned>(grid.count()), dim3(kTile, kTile), 0, stream>>>(
+            setups, num_triangles, grid, offsets, entries, width, height, ids, bary, zbuf);
+        return cudaGetLastError();
+      });
 }
 
 template <typename T>

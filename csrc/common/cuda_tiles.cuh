@@ -88,16 +88,38 @@ __global__ void fill_bins(const Setup* setups, int64_t num_triangles, TileGrid g
   for_each_tile(setups[i], grid, [&](int64_t tile) { entries[atomicAdd(cursor + tile, 1)] = triangle; });
 }
 
-// Fills entries [total] with each tile's triangle indices, tile t's in [offsets[t], offsets[t+1]).
-// counts [tiles + 1] is overwritten: it serves as the fill cursors.
-template <typename Setup>
-cudaError_t fill_tile_bins(const Setup* setups, int64_t num_triangles, const TileGrid& grid, const int* offsets,
-                           int* counts, int32_t* entries, cudaStream_t stream) {
-  const int64_t items = grid.batch * num_triangles;
-  if (items == 0) return cudaSuccess;
-  DR_CUDA_TRY(cudaMemcpyAsync(counts, offsets, (grid.count() + 1) * sizeof(int), cudaMemcpyDeviceToDevice, stream));
-  fill_bins<Setup><<<blocks_for(items), kThreads, 0, stream>>>(setups, num_triangles, grid, counts, entries);
-  return cudaGetLastError();
+// Bins the triangles of every batch item to the tiles of grid, then returns
+// use_bins(setups, offsets, entries, total): tile t's triangle indices are entries[offsets[t] ..
+// offsets[t+1]) of entries [total], in arbitrary order. setup_and_count(setups, counts) launches
+// the kernel that writes the setups [B*F] and adds each to the counts [tiles + 1] of the tiles it
+// touches (count_tiles); counts start at zero.
+template <typename Setup, typename SetupAndCount, typename UseBins>
+cudaError_t with_tile_bins(const TileGrid& grid, int64_t num_triangles, cudaStream_t stream,
+                           const SetupAndCount& setup_and_count, const UseBins& use_bins) {
+  const int64_t tiles = grid.count(), items = grid.batch * num_triangles;
+  Scratch<Setup> setups(items, stream);
+  Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
+  DR_CUDA_TRY(setups.status());
+  DR_CUDA_TRY(counts.status());
+  DR_CUDA_TRY(offsets.status());
+  DR_CUDA_TRY(cudaMemsetAsync(counts.get(), 0, (tiles + 1) * sizeof(int), stream));
+  if (items > 0) {
+    setup_and_count(setups.get(), counts.get());
+    DR_CUDA_TRY(cudaGetLastError());
+  }
+  int total = 0;
+  DR_CUDA_TRY(running_sum(counts.get(), offsets.get(), tiles, stream, &total));
+  Scratch<int32_t> entries(total, stream);
+  DR_CUDA_TRY(entries.status());
+  if (total > 0) {
+    // The counts become the fill cursors.
+    DR_CUDA_TRY(cudaMemcpyAsync(counts.get(), offsets.get(), (tiles + 1) * sizeof(int), cudaMemcpyDeviceToDevice,
+                                stream));
+    fill_bins<Setup><<<blocks_for(items), kThreads, 0, stream>>>(setups.get(), num_triangles, grid, counts.get(),
+                                                                 entries.get());
+    DR_CUDA_TRY(cudaGetLastError());
+  }
+  return use_bins(setups.get(), offsets.get(), entries.get(), total);
 }
 
 }  // namespace diffrender

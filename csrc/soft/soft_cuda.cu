@@ -387,40 +387,32 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
   const SoftConstants<T> c = make_soft_constants<T>(params);
   const SoftModes modes = make_modes(params, channels, texture);
   const TileGrid grid = tile_grid(params.width, params.height, batch);
-  const int64_t tiles = grid.count(), items = batch * num_triangles;
-  if (tiles == 0) return cudaSuccess;
-  Scratch<SoftTriangle<T>> setups(items, stream);
-  Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
-  DR_CUDA_TRY(setups.status());
-  DR_CUDA_TRY(counts.status());
-  DR_CUDA_TRY(offsets.status());
-  DR_CUDA_TRY(cudaMemsetAsync(counts.get(), 0, (tiles + 1) * sizeof(int), stream));
-  if (items > 0)
-    setup_and_count<T><<<blocks_for(items), kThreads, 0, stream>>>(screen, triangles, num_vertices, num_triangles,
-                                                                   c, grid, setups.get(), counts.get());
-  int total = 0;
-  DR_CUDA_TRY(running_sum(counts.get(), offsets.get(), tiles, stream, &total));
-  Scratch<int32_t> entries(total, stream), sorted(total, stream);
-  DR_CUDA_TRY(entries.status());
-  DR_CUDA_TRY(sorted.status());
-  if (total > 0) {
-    DR_CUDA_TRY(fill_tile_bins(setups.get(), num_triangles, grid, offsets.get(), counts.get(), entries.get(), stream));
-    // Each tile's triangles in index order: the CPU's order, whatever order the atomics filled.
-    const int end_bit = bits_for(num_triangles);
-    size_t sort_bytes = 0;
-    DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(nullptr, sort_bytes, entries.get(), sorted.get(), total,
-                                                        static_cast<int>(tiles), offsets.get(), offsets.get() + 1, 0,
-                                                        end_bit, stream));
-    Scratch<unsigned char> sort_temp(sort_bytes, stream);
-    DR_CUDA_TRY(sort_temp.status());
-    DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(sort_temp.get(), sort_bytes, entries.get(), sorted.get(),
-                                                        total, static_cast<int>(tiles), offsets.get(),
-                                                        offsets.get() + 1, 0, end_bit, stream));
-  }
-  aggregate_tiles<T><<<static_cast<unsigned>(tiles), dim3(kTile, kTile), 0, stream>>>(
-      setups.get(), triangles, attributes, background, texture, num_vertices, num_triangles, c, modes, grid,
-      offsets.get(), sorted.get(), image, aux, hard_ids);
-  return cudaGetLastError();
+  if (grid.count() == 0) return cudaSuccess;  // an empty batch: CUDA refuses a launch of no blocks
+  return with_tile_bins<SoftTriangle<T>>(
+      grid, num_triangles, stream,
+      [&](SoftTriangle<T>* setups, int* counts) {
+        setup_and_count<T><<<blocks_for(batch * num_triangles), kThreads, 0, stream>>>(
+            screen, triangles, num_vertices, num_triangles, c, grid, setups, counts);
+      },
+      [&](const SoftTriangle<T>* setups, const int* offsets, const int32_t* entries, int total) {
+        // Each tile's triangles in index order: the CPU's order, whatever order the atomics filled.
+        Scratch<int32_t> sorted(total, stream);
+        DR_CUDA_TRY(sorted.status());
+        if (total > 0) {
+          const int tiles = static_cast<int>(grid.count()), end_bit = bits_for(num_triangles);
+          size_t sort_bytes = 0;
+          DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(nullptr, sort_bytes, entries, sorted.get(), total,
+                                                              tiles, offsets, offsets + 1, 0, end_bit, stream));
+          Scratch<unsigned char> sort_temp(sort_bytes, stream);
+          DR_CUDA_TRY(sort_temp.status());
+          DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(sort_temp.get(), sort_bytes, entries, sorted.get(),
+                                                              total, tiles, offsets, offsets + 1, 0, end_bit, stream));
+        }
+        aggregate_tiles<T><<<static_cast<unsigned>(grid.count()), dim3(kTile, kTile), 0, stream>>>(
+            setups, triangles, attributes, background, texture, num_vertices, num_triangles, c, modes, grid, offsets,
+            sorted.get(), image, aux, hard_ids);
+        return cudaGetLastError();
+      });
 }
 
 template <typename T>
