@@ -70,44 +70,58 @@ __global__ void count_walk_chunks(const SoftTriangle<T>* setups, int64_t items, 
   if (i < items) counts[i] = soft_walk_chunk_count(setups[i]);
 }
 
-// Walk chunk j: its (batch item, triangle), found by binary search in the running sum of the
-// chunk counts chunk_offsets [items + 1], and its rows [y_first, y_last].
-struct WalkChunk {
-  int64_t item;
-  int y_first, y_last;
-};
-
+// What the backward thread of walk chunk j knows: its (batch item b, triangle f), found by
+// binary search in the running sum of the chunk counts chunk_offsets [B*F + 1], its rows
+// [y_first, y_last], the triangle's setup and the attribute rows of its corners.
 template <typename T>
-__device__ __forceinline__ WalkChunk find_walk_chunk(const SoftTriangle<T>* setups, const int64_t* chunk_offsets,
-                                                     int64_t items, int64_t j) {
-  int64_t lo = 0, hi = items;  // the first i with chunk_offsets[i] > j is in [1, items]
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
-    if (chunk_offsets[mid] <= j) lo = mid + 1; else hi = mid;
-  }
-  WalkChunk w;
-  w.item = lo - 1;
-  soft_walk_chunk_rows(setups[w.item], static_cast<int>(j - chunk_offsets[w.item]), w.y_first, w.y_last);
-  return w;
-}
+struct WalkChunk {
+  int64_t b, f;
+  int y_first, y_last;
+  SoftTriangle<T> tri;
+  const T* corner[3];
+  T vmax;  // no pair of the triangle has a larger softmax logit
 
-// Visits the pairs (pixel, triangle) of one walk chunk that the backward pass considers: the pixels
-// of its rows of the blurred box whose sample is kept, in raster order, as visit(pixel index, sample).
-template <typename T, typename Visit>
-__device__ __forceinline__ void for_each_chunk_pair(const SoftTriangle<T>& tri, const WalkChunk& w,
-                                                    const SoftConstants<T>& c, bool lean, int64_t image_offset,
-                                                    Visit&& visit) {
-  for (int iy = w.y_first; iy <= w.y_last; ++iy) {
-    const T Y = soft_pixel_center<T>(iy, c.height, c.scale_y);
-    int lo, hi;
-    soft_row_span(tri, Y, c, lo, hi);
-    for (int ix = lo; ix <= hi; ++ix) {
-      const T X = soft_pixel_center<T>(ix, c.width, c.scale_x);
-      SoftSample<T> s;
-      if (sample_pair(tri, X, Y, c, lean, s)) visit(image_offset + int64_t(iy) * c.width + ix, s);
+  __device__ WalkChunk(const SoftTriangle<T>* setups, const int64_t* chunk_offsets, int64_t j, const int64_t* triangles,
+                       const T* attributes, int64_t batch, int64_t num_vertices, int64_t num_triangles,
+                       int64_t attr_channels, const SoftConstants<T>& c) {
+    int64_t lo = 0, hi = batch * num_triangles;  // the first i with chunk_offsets[i] > j is in [1, B*F]
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (chunk_offsets[mid] <= j) lo = mid + 1; else hi = mid;
+    }
+    const int64_t item = lo - 1;
+    b = item / num_triangles;
+    f = item % num_triangles;
+    tri = setups[item];
+    soft_walk_chunk_rows(tri, static_cast<int>(j - chunk_offsets[item]), y_first, y_last);
+    const T* batch_attr = attributes + b * num_vertices * attr_channels;
+    for (int k = 0; k < 3; ++k) corner[k] = batch_attr + triangles[3 * f + k] * attr_channels;
+    vmax = tri.zmax * c.inv_gamma;
+  }
+
+  // Whether pixel p's colour depends on the triangle: the depth softmax does not hide it there, or
+  // it is the pixel's z-buffer winner. pr: the pixel's saved aggregates.
+  __device__ bool colour_path(const T* pr, int64_t p, const int64_t* hard_ids, const SoftModes& modes) const {
+    return modes.softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (modes.hard_rgb && hard_ids[p] == f);
+  }
+
+  // Visits the pairs (pixel, triangle) that the backward pass considers: the pixels of the chunk's
+  // rows of the blurred box whose sample is kept, in raster order, as visit(pixel index, sample).
+  template <typename Visit>
+  __device__ void for_each_pair(const SoftConstants<T>& c, bool lean, Visit&& visit) const {
+    const int64_t image_offset = b * int64_t(c.height) * c.width;
+    for (int iy = y_first; iy <= y_last; ++iy) {
+      const T Y = soft_pixel_center<T>(iy, c.height, c.scale_y);
+      int lo, hi;
+      soft_row_span(tri, Y, c, lo, hi);
+      for (int ix = lo; ix <= hi; ++ix) {
+        const T X = soft_pixel_center<T>(ix, c.width, c.scale_x);
+        SoftSample<T> s;
+        if (sample_pair(tri, X, Y, c, lean, s)) visit(image_offset + int64_t(iy) * c.width + ix, s);
+      }
     }
   }
-}
+};
 
 // Setup of every (batch item, triangle); with tile_counts, also counts the tiles each touches.
 template <typename T>
@@ -295,25 +309,16 @@ __global__ void count_texture_records(const SoftTriangle<T>* setups, const int64
                                       int64_t* counts) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (j >= chunks) return;
-  const WalkChunk w = find_walk_chunk(setups, chunk_offsets, batch * num_triangles, j);
-  const int64_t b = w.item / num_triangles, f = w.item % num_triangles;
-  const int64_t channels = modes.channels, stride = channels + 1, attr_channels = modes.attr_channels;
-  const SoftTriangle<T> tri = setups[w.item];
+  const WalkChunk<T> w(setups, chunk_offsets, j, triangles, attributes, batch, num_vertices, num_triangles,
+                       modes.attr_channels, c);
+  const int64_t channels = modes.channels, stride = channels + 1;
   int64_t count = 0;
-  const T* batch_attr = attributes + b * num_vertices * attr_channels;
-  const T* corner[3] = {batch_attr + triangles[3 * f] * attr_channels,
-                        batch_attr + triangles[3 * f + 1] * attr_channels,
-                        batch_attr + triangles[3 * f + 2] * attr_channels};
-  const T vmax = tri.zmax * c.inv_gamma;
-  const int64_t image_offset = b * int64_t(c.height) * c.width;
-  for_each_chunk_pair(tri, w, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
+  w.for_each_pair(c, modes.lean, [&](int64_t p, const SoftSample<T>& s) {
     const T* pr = prep + p * 4;
-    const bool colour_path =
-        modes.softmax ? vmax - pr[0] >= soft_softmax_cut<T>() : (modes.hard_rgb && hard_ids[p] == f);
-    if (!colour_path || !(soft_color_exp(s, c, pr, modes.softmax) > T(0))) return;
+    if (!w.colour_path(pr, p, hard_ids, modes) || !(soft_color_exp(s, c, pr, modes.softmax) > T(0))) return;
     T beta[3];
-    soft_perspective_weights(tri, s, beta);
-    const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, b, channels, beta, corner);
+    soft_perspective_weights(w.tri, s, beta);
+    const SoftTexelFootprint<T> footprint = soft_texel_footprint(tex, w.b, channels, beta, w.corner);
     count += soft_texture_record_wanted(footprint, grad_image + p * stride, channels);
   });
   counts[j] = count;
@@ -330,37 +335,28 @@ __global__ void chunk_grads(const SoftTriangle<T>* setups, const int64_t* chunk_
                             const int64_t* record_offsets, T* records) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (j >= chunks) return;
-  const WalkChunk w = find_walk_chunk(setups, chunk_offsets, batch * num_triangles, j);
-  const int64_t b = w.item / num_triangles, f = w.item % num_triangles;
-  const int64_t channels = modes.channels, stride = channels + 1, attr_channels = modes.attr_channels;
-  const int64_t corner_stride = 3 + attr_channels, record_size = 2 + channels;
-  const bool softmax = modes.softmax, hard_rgb = modes.hard_rgb;
+  const WalkChunk<T> w(setups, chunk_offsets, j, triangles, attributes, batch, num_vertices, num_triangles,
+                       modes.attr_channels, c);
+  const int64_t channels = modes.channels, stride = channels + 1;
+  const int64_t corner_stride = 3 + modes.attr_channels, record_size = 2 + channels;
   T* out = corners + j * 3 * corner_stride;
-  for (int k = 0; k < 3; ++k) keys[3 * j + k] = b * num_vertices + triangles[3 * f + k];
+  for (int k = 0; k < 3; ++k) keys[3 * j + k] = w.b * num_vertices + triangles[3 * w.f + k];
   for (int64_t k = 0; k < 3 * corner_stride; ++k) out[k] = T(0);
-  const SoftTriangle<T> tri = setups[w.item];
-  const T* batch_attr = attributes + b * num_vertices * attr_channels;
-  const T* corner[3] = {batch_attr + triangles[3 * f] * attr_channels,
-                        batch_attr + triangles[3 * f + 1] * attr_channels,
-                        batch_attr + triangles[3 * f + 2] * attr_channels};
   T* gattr[3] = {out + 3, out + corner_stride + 3, out + 2 * corner_stride + 3};
   int64_t next_record = records ? record_offsets[j] : 0;
   const int64_t record_end = records ? record_offsets[j + 1] : 0;
   T gp[3][2] = {{T(0), T(0)}, {T(0), T(0)}, {T(0), T(0)}};
   T giw[3] = {T(0), T(0), T(0)};
-  const T vmax = tri.zmax * c.inv_gamma;
-  const T cut = soft_softmax_cut<T>();
-  const int64_t image_offset = b * int64_t(c.height) * c.width;
-  for_each_chunk_pair(tri, w, c, modes.lean, image_offset, [&](int64_t p, const SoftSample<T>& s) {
+  w.for_each_pair(c, modes.lean, [&](int64_t p, const SoftSample<T>& s) {
     const T* pr = prep + p * 4;
-    // Pixels where this triangle can receive no gradient: no alpha gradient, and no colour
-    // (none, hidden by the softmax, or not the z-buffer winner).
-    const bool colour_path = softmax ? vmax - pr[0] >= cut : (hard_rgb && hard_ids[p] == f);
+    // Pixels where this triangle can receive no gradient: no alpha gradient, and no colour.
+    const bool colour_path = w.colour_path(pr, p, hard_ids, modes);
     if (pr[3] == T(0) && !colour_path) return;
     // count_texture_records sized this chunk's rows; the bound only guards memory.
     T* record = next_record < record_end ? records + next_record * record_size : nullptr;
-    next_record += soft_pair_backward(tri, s, c, pr, colour_path, softmax, modes.alpha_mode == kSoftAlphaProd,
-                                      grad_image + p * stride, corner, channels, tex, b, gattr, giw, gp, record);
+    next_record += soft_pair_backward(w.tri, s, c, pr, colour_path, modes.softmax,
+                                      modes.alpha_mode == kSoftAlphaProd, grad_image + p * stride, w.corner, channels,
+                                      tex, w.b, gattr, giw, gp, record);
   });
   for (int k = 0; k < 3; ++k) {
     out[k * corner_stride + 0] = gp[k][0] * c.scale_x;
