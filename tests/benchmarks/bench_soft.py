@@ -1,7 +1,7 @@
 """Times the soft rasterizer (SoftRas): silhouettes, Phong-shaded RGB and Phong shading of a 256²
 texture (spherical uvs), forward and forward + backward, over meshes, image sizes, σ and thread
-counts, against PyTorch3D's CPU figures. The cube's 12 screen-sized triangles show whether the
-backward pass spreads a few big triangles over the threads.
+counts, against PyTorch3D's CPU figures. A quad's 2 and a cube's 12 screen-sized triangles show
+whether the backward pass spreads a few big triangles over the threads.
 
     python tests/benchmarks/bench_soft.py [--quick] [--json out/bench_soft.json]
 
@@ -80,7 +80,9 @@ def main():
                         help="teapot, cow and icospheres up to 5,120 triangles at 128² and 256², σ = 1e-4")
     parser.add_argument("--json", default="out/bench_soft.json")
     args = parser.parse_args()
-    meshes = {"cube (12)": shapes.cube(), **benchmark_meshes(max_subdivisions=4 if args.quick else 7)}
+    quad = (torch.tensor([[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]]),
+            torch.tensor([[0, 1, 2], [0, 2, 3]]))
+    meshes = {"quad (2)": quad, "cube (12)": shapes.cube(), **benchmark_meshes(max_subdivisions=4 if args.quick else 7)}
     sizes = [128, 256] if args.quick else [64, 128, 256, 512]
     sigmas = [1e-4] if args.quick else [1e-4, 1e-5]
     thread_counts = [1, 2]
