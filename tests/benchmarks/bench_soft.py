@@ -26,7 +26,7 @@ PYTORCH3D_CPU_MS = {
     ("teapot", "phong", 256, "forward+backward"): 11400.0,
     ("icosphere (5120)", "silhouette", 128, "forward+backward"): 7100.0,
 }
-TARGET_SPEEDUP = 200.0
+TARGET_SPEEDUP = 200.0  # issue 3's target, for forward + backward only
 WORKS = ("forward", "forward+backward")
 
 
@@ -42,6 +42,15 @@ def spherical_uvs(vertices):
     u = torch.atan2(z, x) / (2 * math.pi) + 0.5
     v = torch.asin((y / centred.norm(dim=-1).clamp_min(1e-12)).clamp(-1, 1)) / math.pi + 0.5
     return torch.stack([u, v], dim=-1)
+
+
+def verdict(speedup, work: str) -> str:
+    """The speed-up against PyTorch3D, judged against the target where the target applies."""
+    if speedup is None:
+        return "-"
+    if work != "forward+backward":
+        return f"{speedup:.0f}×"
+    return f"{speedup:.0f}× {'ok' if speedup >= TARGET_SPEEDUP else 'MISSED'}"
 
 
 def make_run(mode: str, work: str, vertices, faces, cam, size: int, sigma: float):
@@ -113,13 +122,12 @@ def main():
                                          f"{timings[(work, 1)]:.2f}", f"{timings[(work, 2)]:.2f}",
                                          f"{timings[(work, 1)] / timings[(work, 2)]:.2f}×",
                                          f"{reference:.0f}" if reference else "-",
-                                         (f"{speedup:.0f}× {'ok' if speedup >= TARGET_SPEEDUP else 'MISSED'}"
-                                          if speedup else "-")])
+                                         verdict(speedup, work)])
     finally:
         torch.set_num_threads(previous_threads)
     print_table("soft rasterizer (ms, median)",
                 ["mesh", "mode", "size", "σ", "work", "1 thread", "2 threads", "speed-up", "PyTorch3D CPU",
-                 f"vs PyTorch3D (target ≥{TARGET_SPEEDUP:.0f}×)"], rows)
+                 f"vs PyTorch3D (fwd+bwd target ≥{TARGET_SPEEDUP:.0f}×)"], rows)
     write_json(args.json, {"benchmark": "soft", "quick": args.quick, "machine": platform.processor() or platform.machine(),
                            "gamma": 1e-4, "results": results})
 
