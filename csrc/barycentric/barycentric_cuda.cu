@@ -129,7 +129,6 @@ cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int6
                                    int64_t num_triangles, int width, int height, int64_t* ids, T* bary, T* zbuf,
                                    cudaStream_t stream) {
   const TileGrid grid = tile_grid(width, height, batch);
-  if (grid.count() == 0) return cudaSuccess;  // an empty batch: CUDA refuses a launch of no blocks
   return with_tile_bins<TriangleSetup<T>>(
       grid, num_triangles, stream,
       [&](TriangleSetup<T>* setups, int* counts) {

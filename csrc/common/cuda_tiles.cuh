@@ -92,11 +92,13 @@ __global__ void fill_bins(const Setup* setups, int64_t num_triangles, TileGrid g
 // use_bins(setups, offsets, entries, total): tile t's triangle indices are entries[offsets[t] ..
 // offsets[t+1]) of entries [total], in arbitrary order. setup_and_count(setups, counts) launches
 // the kernel that writes the setups [B*F] and adds each to the counts [tiles + 1] of the tiles it
-// touches (count_tiles); counts start at zero.
+// touches (count_tiles); counts start at zero. A grid of no tiles (an empty batch) calls neither,
+// since CUDA refuses a launch of no blocks.
 template <typename Setup, typename SetupAndCount, typename UseBins>
 cudaError_t with_tile_bins(const TileGrid& grid, int64_t num_triangles, cudaStream_t stream,
                            const SetupAndCount& setup_and_count, const UseBins& use_bins) {
   const int64_t tiles = grid.count(), items = grid.batch * num_triangles;
+  if (tiles == 0) return cudaSuccess;
   Scratch<Setup> setups(items, stream);
   Scratch<int> counts(tiles + 1, stream), offsets(tiles + 1, stream);
   DR_CUDA_TRY(setups.status());

@@ -383,7 +383,6 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
   const SoftConstants<T> c = make_soft_constants<T>(params);
   const SoftModes modes = make_modes(params, channels, texture);
   const TileGrid grid = tile_grid(params.width, params.height, batch);
-  if (grid.count() == 0) return cudaSuccess;  // an empty batch: CUDA refuses a launch of no blocks
   return with_tile_bins<SoftTriangle<T>>(
       grid, num_triangles, stream,
       [&](SoftTriangle<T>* setups, int* counts) {
