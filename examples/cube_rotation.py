@@ -6,7 +6,6 @@ a rendered target by gradient descent on the image.
 import torch
 
 from diffrender import barycentric, camera, shapes
-from diffrender.mesh import vertex_normals
 
 vertices, faces = shapes.cube()
 normals = vertices / vertices.norm(dim=-1, keepdim=True)  # tf's smooth cube normals

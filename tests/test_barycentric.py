@@ -1,7 +1,6 @@
 """The barycentric renderer against tf_mesh_renderer's goldens and criteria, a dense PyTorch
 reference, and finite differences."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,6 +1,4 @@
 """`diffrender render` end to end: decode the PNGs it writes, and every bad input."""
-import inspect
-import math
 
 import numpy as np
 import pytest
@@ -8,7 +6,7 @@ import torch
 
 from cli_helpers import assert_one_line_error, read_png, run_cli
 from conftest import reference_file
-from diffrender import barycentric, soft
+from diffrender import barycentric
 from diffrender.mesh import load_mesh, vertex_normals
 
 
@@ -124,8 +122,6 @@ def test_texture_filter_and_color_options(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.skipif("texture" not in inspect.signature(soft.render).parameters,
-                    reason="soft.render has no texture argument yet")
 def test_soft_renderer_draws_the_texture_too(tmp_path):
     _, soft = render_cow(tmp_path, "soft", "--renderer", "soft", "--sigma", "1e-7")
     _, soft_plain = render_cow(tmp_path, "soft_plain", "--renderer", "soft", "--sigma", "1e-7", "--no-texture")

@@ -8,11 +8,9 @@ import pytest
 import torch
 import trimesh
 
+from conftest import reference_file
 from diffrender.mesh import Mesh, MeshError, face_normals, load_mesh, normalize_unit, save_obj, vertex_normals
 from diffrender.shapes import BUILTIN_SHAPES, builtin_shape, cube, icosphere, teapot
-
-SEED_TEAPOT = Path(__file__).resolve().parents[2] / "shared/reference/seed/teapot.obj"
-
 
 def as_trimesh(vertices: torch.Tensor, faces: torch.Tensor) -> trimesh.Trimesh:
     return trimesh.Trimesh(vertices.double().numpy(), faces.numpy(), process=False)
@@ -126,9 +124,7 @@ def test_teapot_is_y_up_with_spout_towards_plus_x():
 
 
 def test_teapot_orientation_matches_seed_reference():
-    if not SEED_TEAPOT.is_file():
-        pytest.skip(f"reference teapot not available at {SEED_TEAPOT}")
-    reference = trimesh.load(SEED_TEAPOT, force="mesh", process=False)
+    reference = trimesh.load(reference_file("seed", "teapot.obj"), force="mesh", process=False)
     ref_extents = reference.extents / reference.extents.max()
     vertices, _ = teapot()
     extents = (vertices.amax(dim=0) - vertices.amin(dim=0)).double().numpy()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_close, same_bits_for_one_and_two_threads, separate_triangles, with_grads
-from diffrender import barycentric, camera, shapes, soft
+from diffrender import barycentric, shapes, soft
 from diffrender._ext import _C
 from soft_reference import bilinear_reference, soft_rasterize_reference
 

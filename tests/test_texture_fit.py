@@ -2,7 +2,6 @@
 barycentric renderer shows a texture's texels, passes gradients to the texture and the vertices,
 and derives the UVs' screen-space derivatives exactly; a texture fit recovers the cow's texture
 and writes a textured OBJ that reloads, and its replay draws every state's texture."""
-import inspect
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 
 from cli_helpers import assert_one_line_error, run_cli
 from conftest import reference_file
-from diffrender import barycentric, camera as camera_lib, soft, texture as texture_lib
+from diffrender import barycentric, camera as camera_lib, texture as texture_lib
 from diffrender.camera import Camera, frame_vertices
 from diffrender.fit import (FitError, FitProblem, FitSettings, LossWeights, Pose, Template, Views, render_targets,
                             render_views, resize_image, run_fit)
@@ -22,9 +21,6 @@ from diffrender.losses import total_variation
 from diffrender.mesh import load_mesh, vertex_normals
 from diffrender.renderers import make_renderer
 from diffrender.shading import Material, PointLights
-
-SOFT_TAKES_TEXTURES = "texture" in inspect.signature(soft.render).parameters
-needs_soft_textures = pytest.mark.skipif(not SOFT_TAKES_TEXTURES, reason="soft.render has no texture argument yet")
 
 
 class MemoryRecorder:
@@ -200,7 +196,6 @@ def test_renderer_protocol_passes_uvs_and_texture():
     assert (plain[0][covered][:, :3] - textured[0][covered][:, :3]).abs().max() > 0.3, "dark spots"
 
 
-@needs_soft_textures
 def test_soft_renderer_draws_the_texture():
     mesh = cow()
     camera = orbit(mesh.vertices, [60.0], [10.0])
@@ -307,7 +302,6 @@ def test_texture_init_mesh_starts_from_the_mesh_texture_resized():
                                rtol=0)
 
 
-@needs_soft_textures
 def test_soft_renderer_fits_a_texture():
     mesh = cow()
     truth = resize_image(mesh.texture, (64, 64))

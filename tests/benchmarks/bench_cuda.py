@@ -34,7 +34,7 @@ from common import benchmark_meshes, median_ms, print_table, write_json
 from diffrender import barycentric, camera, shapes, soft
 from diffrender._ext import _C
 from diffrender.mesh import vertex_normals
-from torch_baselines import interpolate, rasterize_fragments, soft_silhouette, soft_silhouette_backward
+from torch_baselines import interpolate, rasterize_fragments, soft_silhouette_backward
 
 TARGETS_MS = {"raster": 2.0, "soft": 5.0}
 TARGET_FIT_S = 10.0
