@@ -91,8 +91,11 @@ def resolve_device(name: str) -> torch.device:
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() and _C.with_cuda() else "cpu"
-    if name == "cuda" and not (torch.cuda.is_available() and _C.with_cuda()):
-        raise bad_argument("--device cuda: no CUDA GPU, or diffrender was built without CUDA")
+    if name == "cuda" and not _C.with_cuda():
+        raise bad_argument("--device cuda: this diffrender was built without CUDA "
+                           "(reinstall it with DIFFRENDER_CUDA=1 where torch has CUDA and nvcc is found)")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise bad_argument("--device cuda: torch sees no CUDA GPU here")
     if name not in ("cpu", "cuda"):
         raise bad_argument(f"--device must be auto, cpu or cuda, got '{name}'")
     return torch.device(name)

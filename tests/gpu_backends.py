@@ -15,7 +15,10 @@ import torch
 from diffrender._ext import _C
 
 HAS_CUDA = torch.cuda.is_available() and _C.with_cuda()
-NO_CUDA_REASON = "needs an NVIDIA GPU and a CUDA build of diffrender (DIFFRENDER_CUDA=1 pip install ...)"
+if not _C.with_cuda():
+    NO_CUDA_REASON = "needs a CUDA build of diffrender (DIFFRENDER_CUDA=1 pip install ...) and an NVIDIA GPU"
+else:
+    NO_CUDA_REASON = "diffrender has its CUDA kernels, but torch sees no GPU here"
 
 
 def _op_names(module) -> list:
