@@ -9,7 +9,7 @@ CUDA_ARCHS ?= 80 90
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 BUILT := $(VENV)/.built
 
-.PHONY: demo test bench cuda-check cuda-emulation-test install clean
+.PHONY: demo test bench cuda-check cuda-build-check cuda-emulation-test install clean
 
 install: $(BUILT)
 
@@ -54,6 +54,11 @@ cuda-check:
 	for arch in $(CUDA_ARCHS); do for f in $$files; do \
 		$(NVCC) -std=c++17 -O3 --fmad=false -Icsrc -arch=sm_$$arch -c $$f -o /dev/null || exit 1; \
 	done; done; echo "cuda-check: compiled $$(echo $$files | wc -w) .cu file(s) for sm_$(CUDA_ARCHS)"
+
+# The whole CUDA build as a GPU machine does it (pip install against a CUDA torch), imported and
+# tested without a GPU; in .venv-cuda, several GB, so not part of `make test`.
+cuda-build-check:
+	PYTHON=$(PYTHON) bash tests/cuda_build_check.sh
 
 # The CUDA kernels and their WITH_CUDA glue compiled for the CPU against tests/cuda_emulation, and
 # the CUDA parity tests run on them; with AddressSanitizer where gcc has it, so that any
