@@ -161,8 +161,8 @@ def main():
     parser.add_argument("--json", default="out/bench_cuda.json")
     args = parser.parse_args()
     if args.device == "cuda" and not (torch.cuda.is_available() and _C.with_cuda()):
-        print("bench_cuda: no CUDA GPU, or diffrender was built without CUDA: nothing to time "
-              "(--device cpu runs the same tables on the CPU)")
+        missing = "torch sees no CUDA GPU" if _C.with_cuda() else "diffrender was built without CUDA"
+        print(f"bench_cuda: {missing}: nothing to time (--device cpu runs the same tables on the CPU)")
         return
     device = torch.device(args.device)
     meshes = benchmark_meshes(max_subdivisions=4 if args.quick else 8)
