@@ -54,14 +54,14 @@ def extension():
     # silently runs on one thread.
     cxx_flags = ["-O3", "-fopenmp"]
     common = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"])
-    if not want_cuda():
-        from torch.utils import cpp_extension
-
-        return cpp_extension.CppExtension("diffrender._C", sources("*.cpp"), extra_compile_args={"cxx": cxx_flags},
-                                          **common)
-    locate_cuda_toolkit()
+    build_cuda = want_cuda()
+    if build_cuda:
+        locate_cuda_toolkit()
     from torch.utils import cpp_extension  # reads CUDA_HOME when first imported
 
+    if not build_cuda:
+        return cpp_extension.CppExtension("diffrender._C", sources("*.cpp"), extra_compile_args={"cxx": cxx_flags},
+                                          **common)
     return cpp_extension.CUDAExtension(
         "diffrender._C",
         sources("*.cpp") + sources("*.cu"),

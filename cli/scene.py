@@ -87,15 +87,13 @@ def parse_size(text: str, batch: int = 1) -> Tuple[int, int]:
 
 
 def resolve_device(name: str) -> torch.device:
-    from diffrender._ext import _C
+    from diffrender._ext import cuda_unavailable_reason
 
+    unavailable = cuda_unavailable_reason()
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() and _C.with_cuda() else "cpu"
-    if name == "cuda" and not _C.with_cuda():
-        raise bad_argument("--device cuda: this diffrender was built without CUDA "
-                           "(reinstall it with DIFFRENDER_CUDA=1 where torch has CUDA and nvcc is found)")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise bad_argument("--device cuda: torch sees no CUDA GPU here")
+        name = "cpu" if unavailable else "cuda"
+    if name == "cuda" and unavailable:
+        raise bad_argument(f"--device cuda: {unavailable}")
     if name not in ("cpu", "cuda"):
         raise bad_argument(f"--device must be auto, cpu or cuda, got '{name}'")
     return torch.device(name)

@@ -12,13 +12,10 @@ from typing import Iterator
 import pytest
 import torch
 
-from diffrender._ext import _C
+from diffrender._ext import _C, cuda_unavailable_reason
 
-HAS_CUDA = torch.cuda.is_available() and _C.with_cuda()
-if not _C.with_cuda():
-    NO_CUDA_REASON = "needs a CUDA build of diffrender (DIFFRENDER_CUDA=1 pip install ...) and an NVIDIA GPU"
-else:
-    NO_CUDA_REASON = "diffrender has its CUDA kernels, but torch sees no GPU here"
+NO_CUDA_REASON = cuda_unavailable_reason()
+HAS_CUDA = NO_CUDA_REASON is None
 
 
 def _op_names(module) -> list:

@@ -12,6 +12,7 @@ from conftest import reference_file
 from diffrender.mesh import Mesh, MeshError, face_normals, load_mesh, normalize_unit, save_obj, vertex_normals
 from diffrender.shapes import BUILTIN_SHAPES, builtin_shape, cube, icosphere, teapot
 
+
 def as_trimesh(vertices: torch.Tensor, faces: torch.Tensor) -> trimesh.Trimesh:
     return trimesh.Trimesh(vertices.double().numpy(), faces.numpy(), process=False)
 

@@ -32,7 +32,7 @@ import torch
 from bench_fit import COW_TARGETS, FOUR_VIEWS
 from common import benchmark_meshes, median_ms, print_table, write_json
 from diffrender import barycentric, camera, shapes, soft
-from diffrender._ext import _C
+from diffrender._ext import cuda_unavailable_reason
 from diffrender.mesh import vertex_normals
 from torch_baselines import interpolate, rasterize_fragments, soft_silhouette_backward
 
@@ -160,9 +160,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small meshes and sizes, batch 1 (checks the script)")
     parser.add_argument("--json", default="out/bench_cuda.json")
     args = parser.parse_args()
-    if args.device == "cuda" and not (torch.cuda.is_available() and _C.with_cuda()):
-        missing = "torch sees no CUDA GPU" if _C.with_cuda() else "diffrender was built without CUDA"
-        print(f"bench_cuda: {missing}: nothing to time (--device cpu runs the same tables on the CPU)")
+    unavailable = cuda_unavailable_reason()
+    if args.device == "cuda" and unavailable:
+        print(f"bench_cuda: {unavailable}: nothing to time (--device cpu runs the same tables on the CPU)")
         return
     device = torch.device(args.device)
     meshes = benchmark_meshes(max_subdivisions=4 if args.quick else 8)
