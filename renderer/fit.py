@@ -404,7 +404,9 @@ class FitState:
         return (None, None) if self.texture is None else (self.uvs, self.texture)
 
     def rotation(self) -> Tensor:
-        """float32 ``[3,3]``: exp(ω)·R0."""
+        """float32 ``[3,3]``: exp(ω)·R0, which is R0 while ω is not optimised (it stays 0)."""
+        if not self.rotvec.requires_grad:
+            return self.base_rotation
         return axis_angle_matrix(self.rotvec) @ self.base_rotation
 
     def pose(self) -> Pose:
@@ -486,18 +488,21 @@ def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tenso
 
 
 def soft_silhouettes(sigma: float, gamma: float, vertices: Tensor, faces: Tensor, camera: Camera,
-                     image_size: Tuple[int, int]) -> Tensor:
+                     image_size: Tuple[int, int], clip_matrices: Optional[Tensor] = None) -> Tensor:
     """The soft renderer's alpha alone, without shading: what silhouette-only fits need, at about
     half the cost of a shaded render.
 
     Args:
         vertices: float ``[V,3]`` world positions; faces: int64 ``[F,3]``; camera: B views.
+        clip_matrices: float ``[B,4,4]``, ``camera.matrices(W/H)`` when the caller already has them.
     Returns:
         float ``[B,H,W,4]``: RGB 0, alpha equal to the shaded soft render's; row 0 at the top.
     """
     height, width = image_size
     batch = camera.batch_size
-    clip = transform_homogeneous(camera.matrices(width / height), vertices.unsqueeze(0).expand(batch, -1, -1))
+    if clip_matrices is None:
+        clip_matrices = camera.matrices(width / height)
+    clip = transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(batch, -1, -1))
     alpha = soft.rasterize(clip, faces, None, width, height, sigma_val=sigma, gamma_val=gamma,
                            near_clip=camera.near, far_clip=camera.far).flip(1)
     return torch.cat([torch.zeros_like(alpha).expand(-1, -1, -1, 3), alpha], dim=-1)
@@ -548,16 +553,20 @@ def silhouette_target(rgba: Tensor, has_alpha: bool, background: Optional[Sequen
     return torch.cat([rgba[..., :3] * alpha.unsqueeze(-1), alpha.unsqueeze(-1)], dim=-1)
 
 
-def hard_silhouettes(vertices: Tensor, faces: Tensor, camera: Camera, image_size: Tuple[int, int]) -> Tensor:
+def hard_silhouettes(vertices: Tensor, faces: Tensor, camera: Camera, image_size: Tuple[int, int],
+                     clip_matrices: Optional[Tensor] = None) -> Tensor:
     """Binary coverage of the barycentric rasterizer, bool ``[B,H,W]`` with row 0 at the top.
 
     Args:
         vertices: float ``[V,3]`` world positions; faces: int64 ``[F,3]``.
+        clip_matrices: float ``[B,4,4]``, ``camera.matrices(W/H)`` when the caller already has them.
     """
     height, width = image_size
     with torch.no_grad():
         batch = camera.batch_size
-        clip = transform_homogeneous(camera.matrices(width / height), vertices.unsqueeze(0).expand(batch, -1, -1))
+        if clip_matrices is None:
+            clip_matrices = camera.matrices(width / height)
+        clip = transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(batch, -1, -1))
         _, bary, _ = barycentric.rasterize_triangles(clip.contiguous(), faces, width, height)
         return torch.flip(barycentric.coverage(bary)[..., 0] > 0.5, dims=[1])
 
@@ -627,6 +636,11 @@ class _Fitter:
         self.batch = problem.views.camera.batch_size
         # Only RGB losses and the barycentric renderer (whose alpha has no gradient) need shading.
         self.shaded = self.settings.renderer == "barycentric" or self.settings.weights.rgb > 0
+        height, width = problem.image_size
+        self.aspect_ratio = width / height
+        # Fixed cameras are projected once, not at every step (which on a GPU costs more in
+        # kernel launches than a small fit's rendering).
+        self.fixed_clip = None if "camera" in self.settings.params else self.state.cameras().matrices(self.aspect_ratio)
 
     def view_index(self) -> Optional[Tensor]:
         """The views of this step: None for all, else a seeded random subset (int64 ``[b]``)."""
@@ -637,13 +651,19 @@ class _Fitter:
         chosen = torch.randperm(self.batch, generator=self.generator, device="cpu")[:count].sort().values
         return chosen.to(self.problem.views.targets.device)
 
+    def clip_matrices(self, index: Optional[Tensor]) -> Tensor:
+        """float ``[b,4,4]`` world-to-clip matrices of the views at ``index`` (all when None)."""
+        if self.fixed_clip is None:
+            return self.state.cameras(index).matrices(self.aspect_ratio)
+        return self.fixed_clip if index is None else self.fixed_clip[index]
+
     def render(self, index: Optional[Tensor], sigma: float, shaded: bool = True) -> Tensor:
         """The current state seen by the views at ``index`` (all when None): ``[b,H,W,4]``;
         with ``shaded`` False, soft silhouettes only (RGB 0)."""
         vertices, normals = self.state.posed()
         if not shaded:
             return soft_silhouettes(sigma, self.settings.gamma, vertices, self.problem.template.faces,
-                                    self.state.cameras(index), self.problem.image_size)
+                                    self.state.cameras(index), self.problem.image_size, self.clip_matrices(index))
         lights, material = _pick_scene(self.problem.lights, self.problem.material, index)
         return render_views(self.settings.renderer, sigma, self.settings.gamma, vertices, self.problem.template.faces,
                             self.state.colors, self.state.cameras(index), lights, material,
@@ -654,7 +674,7 @@ class _Fitter:
         """float32 ``[B]`` hard-silhouette IoU of the current state."""
         vertices, _ = self.state.posed()
         masks = hard_silhouettes(vertices.detach(), self.problem.template.faces, self.state.cameras(),
-                                 self.problem.image_size)
+                                 self.problem.image_size, self.clip_matrices(None))
         return hard_iou(masks, self.target_masks)
 
     def record(self, step: int, sigma: float, rgba: Optional[Tensor], final: bool = False) -> None:
@@ -681,12 +701,16 @@ class _Fitter:
         terms = loss_terms(rgba, targets, self.state.vertices, self.problem.template.faces, self.topology,
                            self.settings.weights, self.state.texture)
         total = sum(weights[name] * value for name, value in terms.items())
-        if not torch.isfinite(total):
-            return f"non-finite loss at step {step}; kept the state after {step} steps"
         iou = self.iou()
+        # One read from the device per step for everything logged: on a GPU, each read waits for
+        # all the work queued before it.
+        total_value, *readings = torch.cat([total.detach().reshape(1), iou,
+                                            *(value.detach().reshape(1) for value in terms.values())]).tolist()
+        if not math.isfinite(total_value):
+            return f"non-finite loss at step {step}; kept the state after {step} steps"
+        ious, values = readings[:len(iou)], dict(zip(terms, readings[len(iou):]))
         self.record(step, sigma, rgba if index is None and self.shaded else None)
-        values = {name: float(value.detach()) for name, value in terms.items()}
-        self.recorder.log(step, float(total.detach()), values, iou, sigma)
+        self.recorder.log(step, total_value, values, ious, sigma)
         for group in self.optimizer.param_groups:
             group["lr"] = annealed(self.settings, step, self.settings.lr, self.settings.lr_final)
         self.optimizer.zero_grad(set_to_none=True)
@@ -700,7 +724,7 @@ class _Fitter:
                     getattr(self.state, name).clamp_(0.0, 1.0)
         if not self.state.is_finite():
             return f"non-finite parameters after step {step}; kept the state after {step} steps"
-        self.report = StepReport(step + 1, self.settings.steps, float(total.detach()), values, float(iou.mean()), sigma)
+        self.report = StepReport(step + 1, self.settings.steps, total_value, values, sum(ious) / len(ious), sigma)
         return None
 
 
@@ -736,7 +760,7 @@ class _StopOnCtrlC:
 def run_fit(problem: FitProblem, recorder, on_progress: Optional[Callable[[StepReport], None]] = None) -> FitResult:
     """Optimises ``problem`` for ``settings.steps`` steps, reporting to ``recorder``.
 
-    ``recorder`` gets ``log(step, total, terms, iou, sigma)`` for every step and
+    ``recorder`` gets ``log(step, total, terms, ious, sigma)`` for every step and
     ``snapshot(step, state, rgba, vertices, sigma, frame=, preview=)`` for frames and previews
     (see :class:`~diffrender.fit_outputs.FitRecorder`). Ctrl-C and a non-finite loss stop the
     loop early: Ctrl-C after the step in progress, a second Ctrl-C (KeyboardInterrupt) at once.

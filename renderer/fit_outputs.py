@@ -70,10 +70,10 @@ class FitRecorder:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.video.__exit__(exc_type, exc, tb)
 
-    def log(self, step: int, total: float, terms: Dict[str, float], iou: Tensor, sigma: float) -> None:
-        """One row of losses.csv: the state after ``step`` steps (terms unweighted)."""
-        row = {"step": step, "total": total, **terms, "iou": float(iou.mean())}
-        row.update({f"iou_{view}": float(value) for view, value in enumerate(iou.tolist())})
+    def log(self, step: int, total: float, terms: Dict[str, float], ious: List[float], sigma: float) -> None:
+        """One row of losses.csv: the state after ``step`` steps (terms unweighted, ``ious`` per view)."""
+        row = {"step": step, "total": total, **terms, "iou": sum(ious) / len(ious)}
+        row.update({f"iou_{view}": value for view, value in enumerate(ious)})
         row["sigma"] = sigma
         self.rows.append(row)
 

@@ -154,6 +154,9 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
         [B,H,W,C+1] float: C colour channels, then alpha. Row 0 is NDC y = -1 (the bottom).
         Differentiable with respect to clip_vertices (x, y, w), attributes, background_color and
         texture.
+    Raises:
+        IndexError: a triangle index outside [0, V) (checked by the compiled op, as the barycentric
+            rasterizer does, once per call: on a GPU each check waits for the device).
     """
     if not isinstance(clip_vertices, Tensor):
         raise TypeError("clip_vertices must be a torch.Tensor")
@@ -168,10 +171,6 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
         raise ValueError(f"triangles must have shape [F,3], got {list(triangles.shape)}")
     if triangles.device != clip_vertices.device:
         raise ValueError("triangles and clip_vertices must be on the same device")
-    if triangles.numel() > 0:
-        lo, hi = int(triangles.min()), int(triangles.max())
-        if lo < 0 or hi >= num_vertices:
-            raise ValueError(f"triangle indices must lie in [0, {num_vertices}), got {lo} to {hi}")
     _check_name(texture_boundary, "texture_boundary", TEXTURE_BOUNDARIES)
     if texture is not None:
         texture = _check_texture(texture, clip_vertices)

@@ -1,5 +1,6 @@
 """`diffrender fit`: the engine (diffrender.fit), its outputs, the CLI end to end, and the
 acceptance runs of the presets (marked slow; they still run in `make test`)."""
+import dataclasses
 import json
 import math
 import os
@@ -43,8 +44,9 @@ class MemoryRecorder:
     def __init__(self):
         self.rows, self.frames, self.previews = [], [], []
 
-    def log(self, step, total, terms, iou, sigma):
-        self.rows.append((step, total, dict(terms), iou.clone(), sigma))
+    def log(self, step, total, terms, ious, sigma):
+        assert isinstance(total, float) and all(isinstance(value, float) for value in [*terms.values(), *ious])
+        self.rows.append((step, total, dict(terms), torch.tensor(ious), sigma))
 
     def snapshot(self, step, state, rgba, vertices, sigma, frame, preview):
         if frame:
@@ -225,6 +227,35 @@ def test_fit_improves_iou_and_reports_frames_previews_and_rows():
     first_iou = recorder.rows[0][3]
     assert result.iou.shape == (2,) and (result.iou > first_iou + 0.1).all(), (first_iou, result.iou)
     assert recorder.rows[-1][1] < 0.7 * recorder.rows[0][1], "the loss went down"
+
+
+@pytest.mark.parametrize("params", [("vertices",), ("vertices", "pose")])
+def test_fixed_cameras_and_pose_are_not_recomputed_at_every_step(monkeypatch, params):
+    """A fit's per-step work is mostly small tensor ops, each a kernel launch on a GPU: what the
+    optimiser does not move (the cameras here, the pose without "pose") is computed once."""
+    calls = {"projection": 0, "rotation": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(Camera, "matrices", counted("projection", Camera.matrices))
+    monkeypatch.setattr(fit_module, "axis_angle_matrix", counted("rotation", fit_module.axis_angle_matrix))
+    problem = small_problem(steps=1, params=params, frame_every=10 ** 6, preview_every=10 ** 6)
+    counts = []
+    for steps in (2, 6):
+        calls.update(projection=0, rotation=0)
+        result = run_fit(dataclasses.replace(problem, settings=dataclasses.replace(problem.settings, steps=steps)),
+                         MemoryRecorder())
+        assert result.steps_completed == steps
+        counts.append(dict(calls))
+    assert counts[0]["projection"] == counts[1]["projection"], counts
+    if "pose" in params:
+        assert counts[1]["rotation"] > counts[0]["rotation"] > 0, counts
+    else:
+        assert counts[0]["rotation"] == counts[1]["rotation"] == 0, counts
 
 
 def test_interrupt_keeps_the_state_of_the_last_completed_step():

@@ -29,7 +29,7 @@ class MemoryRecorder:
     def __init__(self):
         self.rows = []
 
-    def log(self, step, total, terms, iou, sigma):
+    def log(self, step, total, terms, ious, sigma):
         self.rows.append((step, total, dict(terms)))
 
     def snapshot(self, *args, **kwargs):
