@@ -2,10 +2,13 @@
 module really runs the CUDA kernels, schedules and barriers, launch-configuration errors, and
 NaN-filled fresh memory. The parity tests that use it are in test_cuda.py and beside each op's
 tests."""
+import fcntl
+import threading
+
 import pytest
 import torch
 
-from cuda_emulation.build import translate_launches
+from cuda_emulation.build import sole_build, translate_launches
 from diffrender import barycentric
 from diffrender._ext import _C
 from gpu_backends import backend
@@ -22,6 +25,29 @@ def test_translate_launches_rewrites_every_form():
         "if (n) ::cuda_emulation::launch(::cuda_emulation::config(g, dim3(kTile, kTile)), fill_bins<Setup>, \n"
         "  p, q);\n"
         "::cuda_emulation::launch(::cuda_emulation::config(1, 1), ns::k<std::pair<int, T>>);")
+
+
+def test_a_lock_left_by_a_killed_build_does_not_stall_the_next(tmp_path):
+    (tmp_path / "lock").touch()  # what torch's builder leaves when it is killed mid-build
+    with sole_build(tmp_path):
+        assert not (tmp_path / "lock").exists()
+
+
+def test_the_lock_of_a_running_build_is_left_alone(tmp_path):
+    (tmp_path / "lock").touch()
+    entered = threading.Event()
+
+    def second_build():
+        with sole_build(tmp_path):
+            entered.set()
+
+    with open(tmp_path / "owner.lock", "w") as running:  # another build holds the folder
+        fcntl.flock(running, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=second_build)
+        waiter.start()
+        assert not entered.wait(0.5) and (tmp_path / "lock").exists()
+    waiter.join(10)
+    assert entered.is_set() and not (tmp_path / "lock").exists()
 
 
 def test_translate_launches_refuses_what_it_cannot_parse():

@@ -2,9 +2,11 @@
 files are compiled as C++ against the emulated CUDA runtime in include/ (their kernel launches
 rewritten into calls), the *_ops.cpp glue with WITH_CUDA, so that every "CUDA" path of every op
 runs on CPU tensors."""
+import contextlib
+import fcntl
 import os
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 from torch.utils import cpp_extension
 
@@ -79,6 +81,21 @@ ASAN = os.environ.get("DIFFRENDER_EMULATION_ASAN") == "1"
 SANITIZE = ["-fsanitize=address", "-fno-omit-frame-pointer"] if ASAN else []
 
 
+@contextlib.contextmanager
+def sole_build(build: Path) -> Iterator[None]:
+    """Makes this process the only one building in ``build`` until the block ends.
+
+    torch's builder marks a build with a ``lock`` file and waits, forever, while one exists; a
+    build that was killed (a timeout, SIGKILL) leaves it behind. An flock on ``owner.lock``, which
+    the kernel releases when its process ends however it ends, tells the two cases apart: once
+    this process holds it, no other build is running, so a ``lock`` file is a leftover.
+    """
+    with open(build / "owner.lock", "w") as owner:
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        (build / "lock").unlink(missing_ok=True)
+        yield
+
+
 def load(verbose: bool = False):
     """Compiles (incrementally) and imports the emulated module."""
     build = BUILD / "asan" if ASAN else BUILD
@@ -87,16 +104,17 @@ def load(verbose: bool = False):
     # The compilers need no preloaded sanitizer runtime (this process already has it).
     preload = os.environ.pop("LD_PRELOAD", None)
     try:
-        return cpp_extension.load(
-            name=MODULE + ("_asan" if ASAN else ""),
-            sources=sources,
-            # The translated .cuh files shadow csrc's.
-            extra_include_paths=[str(HERE / "include"), str(TRANSLATED), str(CSRC)],
-            extra_cflags=["-O1", "-fopenmp", "-DWITH_CUDA", "-DDIFFRENDER_CUDA_EMULATION"] + SANITIZE,
-            extra_ldflags=["-fopenmp"] + SANITIZE,
-            build_directory=str(build),
-            verbose=verbose,
-        )
+        with sole_build(build):
+            return cpp_extension.load(
+                name=MODULE + ("_asan" if ASAN else ""),
+                sources=sources,
+                # The translated .cuh files shadow csrc's.
+                extra_include_paths=[str(HERE / "include"), str(TRANSLATED), str(CSRC)],
+                extra_cflags=["-O1", "-fopenmp", "-DWITH_CUDA", "-DDIFFRENDER_CUDA_EMULATION"] + SANITIZE,
+                extra_ldflags=["-fopenmp"] + SANITIZE,
+                build_directory=str(build),
+                verbose=verbose,
+            )
     finally:
         if preload is not None:
             os.environ["LD_PRELOAD"] = preload
