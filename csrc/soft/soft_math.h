@@ -97,6 +97,14 @@ inline SoftConstants<T> make_soft_constants(const SoftParams& p) {
   return c;
 }
 
+// How far (in pixels) the pixel bounds of a triangle reach beyond its blurred region, so that
+// rounding never drops a pixel the exact test keeps: float32 rounding of the bounds stays below
+// 1/100 pixel up to the 32768-pixel size limit. The bounds only prefilter (every pair is tested
+// exactly), and a tighter prefilter is what makes small triangles cheap: a whole pixel of margin
+// on each side tripled the pixels a sub-pixel triangle visits.
+template <typename T>
+HOST_DEVICE T soft_box_margin() { return T(1) / T(16); }
+
 // Centre of pixel `index` along an axis of `extent` pixels, in square NDC.
 template <typename T>
 HOST_DEVICE T soft_pixel_center(int index, int extent, T scale) {
@@ -201,21 +209,22 @@ HOST_DEVICE void soft_setup_triangle(const T* s0, const T* s1, const T* s2, cons
     lo_x -= c.radius; hi_x += c.radius;
     lo_y -= c.radius; hi_y += c.radius;
   }
-  // Square NDC -> pixel index: ix = (X/scale + 1) W/2 - 0.5, widened by a pixel for rounding.
+  // Square NDC -> pixel index: ix = (X/scale + 1) W/2 - 0.5; the first and last pixel centres
+  // inside, widened by soft_box_margin for rounding.
   const T half_w = T(0.5) * T(c.width), half_h = T(0.5) * T(c.height);
-  const T left = (lo_x * c.inv_scale_x + T(1)) * half_w - T(1.5);
-  const T right = (hi_x * c.inv_scale_x + T(1)) * half_w + T(0.5);
-  const T bottom = (lo_y * c.inv_scale_y + T(1)) * half_h - T(1.5);
-  const T top = (hi_y * c.inv_scale_y + T(1)) * half_h + T(0.5);
+  const T left = (lo_x * c.inv_scale_x + T(1)) * half_w - T(0.5) - soft_box_margin<T>();
+  const T right = (hi_x * c.inv_scale_x + T(1)) * half_w - T(0.5) + soft_box_margin<T>();
+  const T bottom = (lo_y * c.inv_scale_y + T(1)) * half_h - T(0.5) - soft_box_margin<T>();
+  const T top = (hi_y * c.inv_scale_y + T(1)) * half_h - T(0.5) + soft_box_margin<T>();
   if (!(right >= T(0)) || !(top >= T(0)) || !(left <= T(c.width)) || !(bottom <= T(c.height))) return;
-  t.x_min = int(clamp_value(left, T(0), T(c.width)));
+  t.x_min = int(ceil(clamp_value(left, T(0), T(c.width))));
   t.x_max = int(clamp_value(right, T(0), T(c.width - 1)));
-  t.y_min = int(clamp_value(bottom, T(0), T(c.height)));
+  t.y_min = int(ceil(clamp_value(bottom, T(0), T(c.height))));
   t.y_max = int(clamp_value(top, T(0), T(c.height - 1)));
 }
 
 // Columns [lo, hi] of the row at square-NDC height Y that may pass the edge prefilter (widened by
-// a pixel), clipped to the triangle's bounds. lo > hi when none can.
+// soft_box_margin), clipped to the triangle's bounds. lo > hi when none can.
 template <typename T>
 HOST_DEVICE void soft_row_span(const SoftTriangle<T>& t, T Y, const SoftConstants<T>& c, int& lo, int& hi) {
   lo = t.x_min;
@@ -237,9 +246,9 @@ HOST_DEVICE void soft_row_span(const SoftTriangle<T>& t, T Y, const SoftConstant
     }
   }
   const T half_w = T(0.5) * T(c.width);
-  const T ix_lo = ((x_lo + t.x0) * c.inv_scale_x + T(1)) * half_w - T(1.5);
-  const T ix_hi = ((x_hi + t.x0) * c.inv_scale_x + T(1)) * half_w + T(0.5);
-  const int a = int(clamp_value(ix_lo, T(-1), T(c.width)));
+  const T ix_lo = ((x_lo + t.x0) * c.inv_scale_x + T(1)) * half_w - T(0.5) - soft_box_margin<T>();
+  const T ix_hi = ((x_hi + t.x0) * c.inv_scale_x + T(1)) * half_w - T(0.5) + soft_box_margin<T>();
+  const int a = int(ceil(clamp_value(ix_lo, T(-1), T(c.width))));
   const int b = int(clamp_value(ix_hi, T(-1), T(c.width)));
   lo = a > lo ? a : lo;
   hi = b < hi ? b : hi;
