@@ -657,10 +657,12 @@ class _Fitter:
             return self.state.cameras(index).matrices(self.aspect_ratio)
         return self.fixed_clip if index is None else self.fixed_clip[index]
 
-    def render(self, index: Optional[Tensor], sigma: float, shaded: bool = True) -> Tensor:
-        """The current state seen by the views at ``index`` (all when None): ``[b,H,W,4]``;
-        with ``shaded`` False, soft silhouettes only (RGB 0)."""
-        vertices, normals = self.state.posed()
+    def render(self, posed: Tuple[Tensor, Optional[Tensor]], index: Optional[Tensor], sigma: float,
+               shaded: bool = True) -> Tensor:
+        """The state posed as ``posed`` (what :meth:`FitState.posed` returns) seen by the views at
+        ``index`` (all when None): ``[b,H,W,4]``; with ``shaded`` False, soft silhouettes only
+        (RGB 0)."""
+        vertices, normals = posed
         if not shaded:
             return soft_silhouettes(sigma, self.settings.gamma, vertices, self.problem.template.faces,
                                     self.state.cameras(index), self.problem.image_size, self.clip_matrices(index))
@@ -670,9 +672,11 @@ class _Fitter:
                             self.problem.image_size, normals, self.settings.antialias, *self.state.surface(),
                             self.settings.texture_filter)
 
-    def iou(self) -> Tensor:
-        """float32 ``[B]`` hard-silhouette IoU of the current state."""
-        vertices, _ = self.state.posed()
+    def iou(self, vertices: Optional[Tensor] = None) -> Tensor:
+        """float32 ``[B]`` hard-silhouette IoU of the state posed as ``vertices`` (``[V,3]``; the
+        current state when None)."""
+        if vertices is None:
+            vertices, _ = self.state.posed()
         masks = hard_silhouettes(vertices.detach(), self.problem.template.faces, self.state.cameras(),
                                  self.problem.image_size, self.clip_matrices(None))
         return hard_iou(masks, self.target_masks)
@@ -685,23 +689,26 @@ class _Fitter:
         preview = final or step % self.settings.preview_every == 0
         if not (frame or preview):
             return
+        posed = self.state.posed()
         if rgba is None:
             with torch.no_grad():
-                rgba = self.render(None, sigma)
-        vertices, _ = self.state.posed()
+                rgba = self.render(posed, None, sigma)
+        vertices = posed[0]
         self.recorder.snapshot(step, self.state, rgba.detach(), vertices.detach(), sigma, frame=frame, preview=preview)
 
     def step(self, step: int) -> Optional[str]:
         """One optimiser step; returns a stop message when the loss or state went non-finite."""
         sigma = sigma_at(self.settings, step)
         index = self.view_index()
-        rgba = self.render(index, sigma, self.shaded)
+        # Posed once for the step's render and IoU (and Rodrigues' formula with them).
+        posed = self.state.posed()
+        rgba = self.render(posed, index, sigma, self.shaded)
         targets = self.problem.views.targets if index is None else self.problem.views.targets[index]
         weights = self.settings.weights.enabled()
         terms = loss_terms(rgba, targets, self.state.vertices, self.problem.template.faces, self.topology,
                            self.settings.weights, self.state.texture)
         total = sum(weights[name] * value for name, value in terms.items())
-        iou = self.iou()
+        iou = self.iou(posed[0])
         # One read from the device per step for everything logged: on a GPU, each read waits for
         # all the work queued before it.
         total_value, *readings = torch.cat([total.detach().reshape(1), iou,
