@@ -640,7 +640,8 @@ class _Fitter:
         self.aspect_ratio = width / height
         # Fixed cameras are projected once, not at every step (which on a GPU costs more in
         # kernel launches than a small fit's rendering).
-        self.fixed_clip = None if "camera" in self.settings.params else self.state.cameras().matrices(self.aspect_ratio)
+        self.fixed_clip = None if "camera" in self.settings.params else \
+            self.state.cameras().matrices(self.aspect_ratio)
 
     def view_index(self) -> Optional[Tensor]:
         """The views of this step: None for all, else a seeded random subset (int64 ``[b]``)."""
@@ -689,9 +690,9 @@ class _Fitter:
         preview = final or step % self.settings.preview_every == 0
         if not (frame or preview):
             return
-        posed = self.state.posed()
-        if rgba is None:
-            with torch.no_grad():
+        with torch.no_grad():
+            posed = self.state.posed()
+            if rgba is None:
                 rgba = self.render(posed, None, sigma)
         vertices = posed[0]
         self.recorder.snapshot(step, self.state, rgba.detach(), vertices.detach(), sigma, frame=frame, preview=preview)
