@@ -487,6 +487,16 @@ def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tenso
                     normals=expand(normals), uvs=uvs, texture=texture)
 
 
+def _clip_space(vertices: Tensor, camera: Camera, image_size: Tuple[int, int],
+                clip_matrices: Optional[Tensor]) -> Tensor:
+    """float ``[B,V,4]``: the ``[V,3]`` vertices in the clip space of each of the B views, through
+    ``clip_matrices`` (``[B,4,4]``) when the caller already has them, else the camera's."""
+    height, width = image_size
+    if clip_matrices is None:
+        clip_matrices = camera.matrices(width / height)
+    return transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(camera.batch_size, -1, -1))
+
+
 def soft_silhouettes(sigma: float, gamma: float, vertices: Tensor, faces: Tensor, camera: Camera,
                      image_size: Tuple[int, int], clip_matrices: Optional[Tensor] = None) -> Tensor:
     """The soft renderer's alpha alone, without shading: what silhouette-only fits need, at about
@@ -499,10 +509,7 @@ def soft_silhouettes(sigma: float, gamma: float, vertices: Tensor, faces: Tensor
         float ``[B,H,W,4]``: RGB 0, alpha equal to the shaded soft render's; row 0 at the top.
     """
     height, width = image_size
-    batch = camera.batch_size
-    if clip_matrices is None:
-        clip_matrices = camera.matrices(width / height)
-    clip = transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(batch, -1, -1))
+    clip = _clip_space(vertices, camera, image_size, clip_matrices)
     alpha = soft.rasterize(clip, faces, None, width, height, sigma_val=sigma, gamma_val=gamma,
                            near_clip=camera.near, far_clip=camera.far).flip(1)
     return torch.cat([torch.zeros_like(alpha).expand(-1, -1, -1, 3), alpha], dim=-1)
@@ -563,10 +570,7 @@ def hard_silhouettes(vertices: Tensor, faces: Tensor, camera: Camera, image_size
     """
     height, width = image_size
     with torch.no_grad():
-        batch = camera.batch_size
-        if clip_matrices is None:
-            clip_matrices = camera.matrices(width / height)
-        clip = transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(batch, -1, -1))
+        clip = _clip_space(vertices, camera, image_size, clip_matrices)
         _, bary, _ = barycentric.rasterize_triangles(clip.contiguous(), faces, width, height)
         return torch.flip(barycentric.coverage(bary)[..., 0] > 0.5, dims=[1])
 
@@ -682,26 +686,26 @@ class _Fitter:
                                  self.problem.image_size, self.clip_matrices(None))
         return hard_iou(masks, self.target_masks)
 
-    def record(self, step: int, sigma: float, rgba: Optional[Tensor], final: bool = False) -> None:
+    def record(self, step: int, sigma: float, posed: Tuple[Tensor, Optional[Tensor]], rgba: Optional[Tensor],
+               final: bool = False) -> None:
         """Hands the state after ``step`` steps to the recorder when a frame or preview is due
-        (always for the ``final`` state); ``rgba`` is that state's render of every view, if the
-        step already made one."""
+        (always for the ``final`` state); ``posed`` is that state posed (:meth:`FitState.posed`),
+        and ``rgba`` its render of every view, if the step already made one."""
         frame = final or step % self.settings.frame_every == 0
         preview = final or step % self.settings.preview_every == 0
         if not (frame or preview):
             return
-        with torch.no_grad():
-            posed = self.state.posed()
-            if rgba is None:
+        if rgba is None:
+            with torch.no_grad():
                 rgba = self.render(posed, None, sigma)
-        vertices = posed[0]
-        self.recorder.snapshot(step, self.state, rgba.detach(), vertices.detach(), sigma, frame=frame, preview=preview)
+        self.recorder.snapshot(step, self.state, rgba.detach(), posed[0].detach(), sigma, frame=frame,
+                               preview=preview)
 
     def step(self, step: int) -> Optional[str]:
         """One optimiser step; returns a stop message when the loss or state went non-finite."""
         sigma = sigma_at(self.settings, step)
         index = self.view_index()
-        # Posed once for the step's render and IoU (and Rodrigues' formula with them).
+        # Posed once for the step's render, IoU and record (and Rodrigues' formula with them).
         posed = self.state.posed()
         rgba = self.render(posed, index, sigma, self.shaded)
         targets = self.problem.views.targets if index is None else self.problem.views.targets[index]
@@ -717,7 +721,7 @@ class _Fitter:
         if not math.isfinite(total_value):
             return f"non-finite loss at step {step}; kept the state after {step} steps"
         ious, values = readings[:len(iou)], dict(zip(terms, readings[len(iou):]))
-        self.record(step, sigma, rgba if index is None and self.shaded else None)
+        self.record(step, sigma, posed, rgba if index is None and self.shaded else None)
         self.recorder.log(step, total_value, values, ious, sigma)
         for group in self.optimizer.param_groups:
             group["lr"] = annealed(self.settings, step, self.settings.lr, self.settings.lr_final)
@@ -809,5 +813,6 @@ def run_fit(problem: FitProblem, recorder, on_progress: Optional[Callable[[StepR
                 break
         seconds = time.perf_counter() - started
         final_sigma = sigma_at(problem.settings, max(completed - 1, 0))
-        fitter.record(completed, final_sigma, None, final=True)
+        with torch.no_grad():
+            fitter.record(completed, final_sigma, fitter.state.posed(), None, final=True)
     return FitResult(steps_completed=completed, stopped=stopped, iou=fitter.iou(), state=fitter.state, seconds=seconds)
