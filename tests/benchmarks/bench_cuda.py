@@ -9,10 +9,13 @@ pure PyTorch on the GPU (torch_baselines.py):
 - `diffrender fit --config configs/four_views.toml` on the seed's cow targets, 1000 steps
   (target: < 10 s).
 
-    python tests/benchmarks/bench_cuda.py [--device cuda|cpu] [--quick] [--json out/bench_cuda.json]
+    python tests/benchmarks/bench_cuda.py [--device cuda|cpu] [--quick] [--part all|targets|sweep]
+                                          [--json out/bench_cuda.json]
 
-The three targets run first (JSON "targets"), then the sweeps ("sweep"); the JSON is rewritten
-after every table, so a run cut short by a time limit keeps what it measured.
+The three targets run first (JSON "targets"), then the sweeps ("sweep"), which end with the same
+fit on the CPU; the JSON is rewritten after every table, so a run cut short by a time limit keeps
+what it measured. ``--part`` runs one of the two, so that a short GPU session can put the CUDA
+tests between them.
 
 Without a GPU it says so and stops; `--device cpu` runs the same tables on the CPU, which checks
 the script itself. A script, not a test: pytest collects nothing here.
@@ -38,6 +41,7 @@ from torch_baselines import interpolate, rasterize_fragments, soft_silhouette_ba
 
 TARGETS_MS = {"raster": 2.0, "soft": 5.0}
 TARGET_FIT_S = 10.0
+FIT_COLUMNS = ["device", "loop s", "wall s", "min IoU", "target s"]
 SIGMA = 1e-4
 
 
@@ -158,6 +162,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--quick", action="store_true", help="small meshes and sizes, batch 1 (checks the script)")
+    parser.add_argument("--part", default="all", choices=["all", "targets", "sweep"])
     parser.add_argument("--json", default="out/bench_cuda.json")
     args = parser.parse_args()
     unavailable = cuda_unavailable_reason()
@@ -184,23 +189,31 @@ def main():
     if cow is not None:
         soft_meshes = {cow_name: cow, **soft_meshes}
     biggest = max(meshes, key=lambda name: meshes[name][1].shape[0])
-    # The issue's three targets first: they are what a short GPU session must not miss.
-    target_rows = raster_rows({biggest: meshes[biggest]}, [1024 if not args.quick else 256], [1], device,
-                              results["targets"])
-    if cow is not None:
-        target_rows += soft_rows({cow_name: cow}, [512 if not args.quick else 64], [1], device, results["targets"])
-    print_table(f"issue 6's targets, the first two forward (+ backward for soft) in ms ({gpu})", columns, target_rows)
-    save()
-    if not args.quick and all(path.exists() for path in COW_TARGETS):
-        print_table(f"four_views.toml fit, 1000 steps ({gpu})", ["device", "loop s", "wall s", "min IoU", "target s"],
-                    [fit_row(device, results["targets"])])
+    fit_targets_there = not args.quick and all(path.exists() for path in COW_TARGETS)
+    if args.part in ("all", "targets"):
+        # The issue's three targets first: they are what a short GPU session must not miss.
+        target_rows = raster_rows({biggest: meshes[biggest]}, [1024 if not args.quick else 256], [1], device,
+                                  results["targets"])
+        if cow is not None:
+            target_rows += soft_rows({cow_name: cow}, [512 if not args.quick else 64], [1], device,
+                                     results["targets"])
+        print_table(f"issue 6's targets, the first two forward (+ backward for soft) in ms ({gpu})", columns,
+                    target_rows)
         save()
-    print_table(f"soft silhouette, forward + backward (ms, {gpu}, σ = {SIGMA:g})", columns,
-                soft_rows(soft_meshes, [64] if args.quick else [512, 1024], batches, device, results["sweep"]))
-    save()
-    print_table(f"hard rasterization + interpolation, forward (ms, {gpu})", columns,
-                raster_rows(meshes, sizes, batches, device, results["sweep"]))
-    save()
+        if fit_targets_there:
+            print_table(f"four_views.toml fit, 1000 steps ({gpu})", FIT_COLUMNS, [fit_row(device, results["targets"])])
+            save()
+    if args.part in ("all", "sweep"):
+        print_table(f"soft silhouette, forward + backward (ms, {gpu}, σ = {SIGMA:g})", columns,
+                    soft_rows(soft_meshes, [64] if args.quick else [512, 1024], batches, device, results["sweep"]))
+        save()
+        print_table(f"hard rasterization + interpolation, forward (ms, {gpu})", columns,
+                    raster_rows(meshes, sizes, batches, device, results["sweep"]))
+        save()
+        if fit_targets_there and device.type == "cuda":
+            print_table("four_views.toml fit, 1000 steps, on the CPU", FIT_COLUMNS,
+                        [fit_row(torch.device("cpu"), results["sweep"])])
+            save()
 
 
 if __name__ == "__main__":
