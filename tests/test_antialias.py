@@ -482,8 +482,11 @@ def test_bad_arguments_raise_clear_errors():
         aa.antialias(color[0], ids, clip, triangles)
     with pytest.raises(ValueError, match="triangle_ids"):
         aa.antialias(color, ids[:, :5], clip, triangles)
-    with pytest.raises(IndexError, match="triangle_ids"):
+    with pytest.raises(IndexError, match=r"triangle_ids must lie in \[0, 2\), got indices from 5"):
         aa.antialias(color, ids + 5, clip, triangles)
+    for bad, lowest in ((torch.full_like(triangles, 2), 2), (torch.full_like(triangles, -2), -2)):
+        with pytest.raises(IndexError, match=rf"neighbors must lie in \[-1, 2\), got indices from {lowest}"):
+            _C.antialias_forward(color, ids, clip, triangles, bad, None, None)
     with pytest.raises(ValueError, match="together"):
         aa.antialias(color, ids, clip, triangles, barycentrics=bary)
     with pytest.raises(TypeError, match="float32 or float64"):

@@ -357,3 +357,10 @@ def test_bad_arguments_raise_clear_errors():
         _C.soft_rasterize_forward(screen, triangles, attributes, background[:1], *settings, 8, 8)
     with pytest.raises(TypeError, match="same dtype"):
         _C.soft_rasterize_forward(screen, triangles, attributes.float(), background, *settings, 8, 8)
+    # The hard colour's saved winners are -1 (no triangle) or a triangle index.
+    hard = settings[:6] + ("hard",) + settings[7:]
+    image, aux, hard_ids = _C.soft_rasterize_forward(screen, triangles, attributes, background, *hard, 8, 8)
+    for bad, lowest in ((torch.full_like(hard_ids, 2), 2), (torch.full_like(hard_ids, -2), -2)):
+        with pytest.raises(IndexError, match=rf"hard_ids must lie in \[-1, 2\), got indices from {lowest}"):
+            _C.soft_rasterize_backward(screen, triangles, attributes, background, image, aux, bad,
+                                       torch.ones_like(image), *hard)

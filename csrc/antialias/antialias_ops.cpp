@@ -38,12 +38,8 @@ void check_inputs(const at::Tensor& color, const at::Tensor& triangle_ids, const
     TORCH_CHECK_VALUE(t.device() == color.device(), name, " must be on the device of color (", color.device(),
                       "), got ", t.device());
   if (triangles.size(0) > 0 && triangle_ids.numel() > 0) {
-    const auto [lo, hi] = at::aminmax(triangle_ids);
-    TORCH_CHECK_INDEX(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < triangles.size(0),
-                      "triangle_ids must lie in [0, ", triangles.size(0), ")");
-    const auto [nlo, nhi] = at::aminmax(neighbors);
-    TORCH_CHECK_INDEX(nlo.item<int64_t>() >= -1 && nhi.item<int64_t>() < triangles.size(0),
-                      "neighbors must lie in [-1, ", triangles.size(0), ")");
+    check_index_range(triangle_ids, 0, triangles.size(0), "triangle_ids");
+    check_index_range(neighbors, -1, triangles.size(0), "neighbors");
   }
 }
 

@@ -62,11 +62,8 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
   check_same_device_dtype(clip_vertices, barycentrics, "clip_vertices", "barycentrics");
   const bool cuda = on_cuda(clip_vertices, "rasterize_triangles");
   const auto ids = triangle_ids.contiguous();
-  if (cuda && triangles.size(0) > 0 && ids.numel() > 0) {  // the CPU backward checks ids as it reads them
-    const int64_t max_id = ids.max().item<int64_t>();
-    TORCH_CHECK_INDEX(ids.min().item<int64_t>() >= 0 && max_id < triangles.size(0),
-                      "triangle_ids out of range");
-  }
+  // The CPU backward checks the ids of covered pixels as it reads them.
+  if (cuda && triangles.size(0) > 0) check_index_range(ids, 0, triangles.size(0), "triangle_ids");
   const auto clip = clip_vertices.contiguous();
   const auto tris = triangles.contiguous();
   const auto bary = barycentrics.contiguous(), grad_bary = grad_barycentrics.contiguous();
@@ -108,9 +105,7 @@ void check_raster_inputs(const at::Tensor& attributes, const at::Tensor& triangl
   TORCH_CHECK_VALUE(triangle_ids.device() == attributes.device() && triangles.device() == attributes.device(),
                     "interpolate: all tensors must be on one device");
   TORCH_CHECK_VALUE(triangles.size(0) > 0, "interpolate needs at least one triangle");
-  TORCH_CHECK_INDEX(triangle_ids.numel() == 0 || (triangle_ids.min().item<int64_t>() >= 0 &&
-                                                   triangle_ids.max().item<int64_t>() < triangles.size(0)),
-                    "triangle_ids out of range");
+  check_index_range(triangle_ids, 0, triangles.size(0), "triangle_ids");
 }
 
 }  // namespace

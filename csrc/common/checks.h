@@ -19,17 +19,24 @@ inline void check_same_device_dtype(const at::Tensor& a, const at::Tensor& b, co
                    " must have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
 }
 
+// Every element of the int64 tensor indices lies in [lowest, end). Both bounds come back from
+// the tensor's device in one copy: each item() would wait for a GPU on its own.
+inline void check_index_range(const at::Tensor& indices, int64_t lowest, int64_t end, const char* name) {
+  if (indices.numel() == 0) return;
+  const auto [lo, hi] = at::aminmax(indices);
+  const auto bounds = at::stack({lo, hi}).cpu();
+  const int64_t min_index = bounds.data_ptr<int64_t>()[0], max_index = bounds.data_ptr<int64_t>()[1];
+  TORCH_CHECK_INDEX(min_index >= lowest && max_index < end, name, " must lie in [", lowest, ", ", end,
+                    "), got indices from ", min_index, " to ", max_index);
+}
+
 // triangles: [F,3] int64 with every index in [0, num_vertices).
 inline void check_triangles(const at::Tensor& triangles, int64_t num_vertices) {
   TORCH_CHECK_TYPE(triangles.scalar_type() == at::kLong, "triangles must be int64, got ",
                    triangles.scalar_type());
   TORCH_CHECK_VALUE(triangles.dim() == 2 && triangles.size(1) == 3,
                     "triangles must have shape [F,3], got ", triangles.sizes());
-  if (triangles.numel() == 0) return;
-  const auto [lo, hi] = at::aminmax(triangles);
-  const int64_t min_index = lo.item<int64_t>(), max_index = hi.item<int64_t>();
-  TORCH_CHECK_INDEX(min_index >= 0 && max_index < num_vertices, "triangle indices must lie in [0, ",
-                    num_vertices, "), got indices from ", min_index, " to ", max_index);
+  check_index_range(triangles, 0, num_vertices, "triangle indices");
 }
 
 inline void check_image_size(int64_t width, int64_t height) {

@@ -28,12 +28,8 @@ PixelShadingInputs validated(const at::Tensor& vertex_attributes, const c10::opt
                         triangle_ids.scalar_type() == at::kLong,
                     "triangle_ids must be int64 [B,H,W] with the batch of vertex_attributes, got ",
                     triangle_ids.sizes());
-  if (!triangle_ids.device().is_cpu()) {
-    // The CPU kernels check each covered pixel's id where they first read it (no extra pass).
-    const auto [lowest, highest] = at::aminmax(triangle_ids);
-    TORCH_CHECK_INDEX(lowest.item<int64_t>() >= 0 && highest.item<int64_t>() < triangles.size(0),
-                      "triangle_ids must lie in [0, ", triangles.size(0), ")");
-  }
+  // The CPU kernels check each covered pixel's id where they first read it (no extra pass).
+  if (!triangle_ids.device().is_cpu()) check_index_range(triangle_ids, 0, triangles.size(0), "triangle_ids");
   const std::vector<int64_t> image{batch, triangle_ids.size(1), triangle_ids.size(2), 3};
   TORCH_CHECK_VALUE(barycentrics.sizes() == image, "barycentrics must be [B,H,W,3] matching triangle_ids, got ",
                     barycentrics.sizes());

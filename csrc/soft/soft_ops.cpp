@@ -166,11 +166,7 @@ std::vector<at::Tensor> backward(const at::Tensor& screen_vertices, const at::Te
                       "hard_ids must be int64 [B,H,W] for aggr_func_rgb 'hard'");
     TORCH_CHECK_VALUE(hard_ids.device() == screen_vertices.device(),
                       "screen_vertices and hard_ids must be on the same device");
-    if (hard_ids.numel() > 0) {
-      const auto [lo, hi] = at::aminmax(hard_ids);
-      TORCH_CHECK_INDEX(lo.item<int64_t>() >= -1 && hi.item<int64_t>() < triangles.size(0),
-                        "hard_ids out of range");
-    }
+    check_index_range(hard_ids, -1, triangles.size(0), "hard_ids");
   }
   const auto screen = screen_vertices.contiguous();
   const auto tris = triangles.contiguous();

@@ -55,7 +55,7 @@ deadline=$(( started + ${SESSION_SECONDS:-540} ))
 left() { echo $(( deadline - $(date +%s) )); }
 timeout "$(left)" "$PYTHON" tests/benchmarks/bench_cuda.py --part targets --json "$OUT/bench_targets.json" 2>&1 |
   tee "$OUT/bench_targets.log"
-timeout "$(( $(left) < 200 ? $(left) : 200 ))" "$PYTHON" -m pytest -q -rfE -p no:cacheprovider --durations=5 -m cuda tests \
+timeout "$(( $(left) < 200 ? $(left) : 200 ))" "$PYTHON" -m pytest -v -rfE -p no:cacheprovider --durations=5 -m cuda tests \
   2>&1 | tee "$OUT/pytest_cuda.log"
 [ "$(left)" -gt 30 ] || { echo "no time left for the benchmark sweep"; exit 1; }
 timeout "$(( $(left) - 20 ))" "$PYTHON" tests/benchmarks/bench_cuda.py --part sweep --json "$OUT/bench_sweep.json" 2>&1 |
