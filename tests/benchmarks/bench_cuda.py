@@ -7,7 +7,8 @@ pure PyTorch on the GPU (torch_baselines.py):
   batch 1 < 5 ms), and of a cube, whose 12 screen-sized triangles are the backward walk's worst
   case;
 - `diffrender fit --config configs/four_views.toml` on the seed's cow targets, 1000 steps
-  (target: < 10 s).
+  (target: < 10 s), and in the sweep the same fit on the CPU and one step of it, timed in the fit
+  engine with diffrender's soft silhouettes and with the pure-PyTorch ones in their place.
 
     python tests/benchmarks/bench_cuda.py [--device cuda|cpu] [--quick] [--part all|targets|sweep]
                                           [--json out/bench_cuda.json]
@@ -23,21 +24,26 @@ the script itself. A script, not a test: pytest collects nothing here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
-from bench_fit import COW_TARGETS, FOUR_VIEWS
+from bench_fit import COW_TARGETS, FOUR_VIEWS, NullRecorder
 from common import benchmark_meshes, median_ms, print_table, write_json
-from diffrender import barycentric, camera, shapes, soft
+from diffrender import barycentric, camera, fit, shapes, soft
 from diffrender._ext import cuda_unavailable_reason
+from diffrender.cli.config import load_config
+from diffrender.cli.fit import build_problem
 from diffrender.mesh import vertex_normals
-from torch_baselines import interpolate, rasterize_fragments, soft_silhouette_backward
+from torch_baselines import interpolate, rasterize_fragments, soft_silhouette, soft_silhouette_backward
 
 TARGETS_MS = {"raster": 2.0, "soft": 5.0}
 TARGET_FIT_S = 10.0
@@ -149,6 +155,42 @@ def fit_row(device: torch.device, results) -> list:
             f"{TARGET_FIT_S:.0f} {'ok' if loop <= TARGET_FIT_S else 'MISSED'}"]
 
 
+def torch_soft_silhouettes(sigma: float, gamma: float, vertices, faces, views, image_size, clip_matrices=None):
+    """fit.soft_silhouettes with the pure-PyTorch silhouette (every pixel against every triangle)."""
+    height, width = image_size
+    if clip_matrices is None:
+        clip_matrices = views.matrices(width / height)
+    clip = camera.transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(clip_matrices.shape[0], -1, -1))
+    alpha = soft_silhouette(clip, faces, width, height, sigma).flip(1)[..., None]
+    return torch.cat([torch.zeros_like(alpha).expand(-1, -1, -1, 3), alpha], dim=-1)
+
+
+def fit_step_ms(where: torch.device, baseline: bool, image_size, steps: int = 20, warmup: int = 3) -> str:
+    """Median ms of one step of four_views.toml's fit in the fit engine, on ``where``, rendering
+    with diffrender's soft silhouettes or (``baseline``) the pure-PyTorch ones."""
+    config = load_config(FOUR_VIEWS, targets=[str(path) for path in COW_TARGETS])
+    config.optimize.steps = warmup + steps
+    config.image_size = image_size
+    problem = build_problem(config).to(where)
+    stamps = []
+    swap = mock.patch.object(fit, "soft_silhouettes", torch_soft_silhouettes) if baseline else contextlib.nullcontext()
+    try:
+        with swap:  # each step reads its losses back, so the stamps follow the device's work
+            fit.run_fit(problem, NullRecorder(), on_progress=lambda report: stamps.append(time.perf_counter()))
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return "out of memory"
+    per_step = [later - earlier for earlier, later in zip(stamps[warmup - 1:], stamps[warmup:])]
+    return f"{1000.0 * statistics.median(per_step):.2f}"
+
+
+def fit_step_row(device: torch.device, image_size, results) -> list:
+    timings = {"diffrender": fit_step_ms(device, False, image_size), "pure torch": fit_step_ms(device, True, image_size),
+               "diffrender cpu": "-" if device.type == "cpu" else fit_step_ms(torch.device("cpu"), False, image_size)}
+    results.append({"work": "four_views fit step", "size": list(image_size), "ms": timings})
+    return [f"{image_size[0]}²", *timings.values()]
+
+
 def target_text(measured: str, target) -> str:
     if target is None:
         return "-"
@@ -189,7 +231,8 @@ def main():
     if cow is not None:
         soft_meshes = {cow_name: cow, **soft_meshes}
     biggest = max(meshes, key=lambda name: meshes[name][1].shape[0])
-    fit_targets_there = not args.quick and all(path.exists() for path in COW_TARGETS)
+    cow_targets_there = all(path.exists() for path in COW_TARGETS)
+    fit_targets_there = cow_targets_there and not args.quick
     if args.part in ("all", "targets"):
         # The issue's three targets first: they are what a short GPU session must not miss.
         target_rows = raster_rows({biggest: meshes[biggest]}, [1024 if not args.quick else 256], [1], device,
@@ -210,6 +253,13 @@ def main():
         print_table(f"hard rasterization + interpolation, forward (ms, {gpu})", columns,
                     raster_rows(meshes, sizes, batches, device, results["sweep"]))
         save()
+        if cow_targets_there:
+            # The pure-PyTorch step keeps 4 views × every pixel × every triangle for its backward.
+            step_size = (24, 24) if args.quick else (96, 96)
+            print_table(f"one four_views.toml fit step, 4 views, 1280 triangles (ms, {gpu})",
+                        ["size", f"diffrender {device.type}", f"pure torch {device.type}", "diffrender cpu"],
+                        [fit_step_row(device, step_size, results["sweep"])])
+            save()
         if fit_targets_there and device.type == "cuda":
             print_table("four_views.toml fit, 1000 steps, on the CPU", FIT_COLUMNS,
                         [fit_row(torch.device("cpu"), results["sweep"])])
