@@ -13,8 +13,10 @@
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     trimesh imageio-ffmpeg==0.6.0 'setuptools>=77'
 # (imageio-ffmpeg 0.8's wheel, 68 MB, is larger than all that the device tool carries.)
-# then call the device tool's run with
-#   command: bash tests/benchmarks/gpu_session.sh     carry: [".whl", ".reference"]
+# then call the device tool's run once (a session's 15 minutes of device time hold one such call
+# and the machine's start, not two) with
+#   command: bash tests/benchmarks/gpu_session.sh     carry: [".whl", ".reference"]     timeout_s: 580
+# The script stops itself after SESSION_SECONDS (540) from the start of the build.
 # Here, `PYTHON=.venv/bin/python DIFFRENDER_CUDA=0 bash tests/benchmarks/gpu_session.sh` checks the
 # script itself (everything but the GPU parts, which then skip).
 set -uo pipefail
