@@ -275,6 +275,32 @@ def test_out_of_range_ids_are_refused_before_any_kernel_reads_them(gpu, call):
         bad_id_calls(gpu.device)[call]()
 
 
+def huge_backward_calls(device):
+    """Backward op calls on a 32768² image, expanded from one pixel so that nothing is allocated:
+    more pixel corners than the CUDA backward passes number (in int32)."""
+    size = 32768
+
+    def image(*channels, dtype=torch.float64):
+        return torch.zeros(1, 1, 1, *channels, dtype=dtype, device=device).expand(1, size, size, *channels)
+
+    clip = torch.rand(1, 3, 4, **F64).to(device)
+    triangles = torch.tensor([[0, 1, 2]], device=device)
+    attributes = torch.rand(1, 3, 2, **F64).to(device)
+    ids, bary, color = image(dtype=torch.long), image(3), image(3)
+    no_neighbors = torch.full((1, 3), -1, device=device)
+    return {"rasterize backward": lambda: _C.rasterize_triangles_backward(clip, triangles, ids, bary, bary),
+            "interpolate backward": lambda: _C.interpolate_backward(image(2), attributes, triangles, ids, bary),
+            "antialias backward": lambda: _C.antialias_backward(color, color, ids, clip, triangles, no_neighbors,
+                                                                image(2), image(2, dtype=torch.int32))}
+
+
+@pytest.mark.parametrize("call", list(huge_backward_calls("cpu")))
+def test_backward_passes_refuse_more_rows_than_they_number(gpu, call):
+    with gpu(), pytest.raises(ValueError, match=r"backward on CUDA sums at most 2\^31 - 1 .*, got \d{10}: "
+                                                r"back-propagate fewer or smaller images"):
+        huge_backward_calls(gpu.device)[call]()
+
+
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 
 

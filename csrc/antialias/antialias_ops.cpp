@@ -114,6 +114,7 @@ std::vector<at::Tensor> antialias_backward(const at::Tensor& grad_out, const at:
   TORCH_CHECK_TYPE(pair_code.scalar_type() == at::kInt, "pair_code must be int32");
   TORCH_CHECK_VALUE(pair_code.device() == color.device(), "pair_code must be on the device of color");
   const bool cuda = on_cuda(color, "antialias");
+  if (cuda) check_cuda_scatter_rows(4 * triangle_ids.numel(), "antialias", "edge-pair corners (4·B·H·W)");
   const auto grad = grad_out.contiguous(), col = color.contiguous(), ids = triangle_ids.contiguous();
   const auto clip = clip_vertices.contiguous(), tris = triangles.contiguous(), nbr = neighbors.contiguous();
   const auto alpha = pair_alpha.contiguous(), code = pair_code.contiguous();

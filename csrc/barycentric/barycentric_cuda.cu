@@ -14,7 +14,8 @@ namespace {
 
 template <typename T>
 __global__ void setup_and_count(const T* clip, const int64_t* triangles, int64_t num_vertices, int64_t num_triangles,
-                                int width, int height, TileGrid grid, TriangleSetup<T>* setups, int* tile_counts) {
+                                int width, int height, TileGrid grid, TriangleSetup<T>* setups,
+                                int64_t* tile_counts) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= grid.batch * num_triangles) return;
   const T* v = clip + (i / num_triangles) * num_vertices * 4;
@@ -26,7 +27,7 @@ __global__ void setup_and_count(const T* clip, const int64_t* triangles, int64_t
 
 template <typename T>
 __global__ void rasterize_tiles(const TriangleSetup<T>* setups, int64_t num_triangles, TileGrid grid,
-                                const int* offsets, const int32_t* entries, int width, int height, int64_t* ids,
+                                const int64_t* offsets, const int32_t* entries, int width, int height, int64_t* ids,
                                 T* bary, T* zbuf) {
   __shared__ TriangleSetup<T> staged[kTile * kTile];
   __shared__ int32_t staged_ids[kTile * kTile];
@@ -131,11 +132,11 @@ cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int6
   const TileGrid grid = tile_grid(width, height, batch);
   return with_tile_bins<TriangleSetup<T>>(
       grid, num_triangles, stream,
-      [&](TriangleSetup<T>* setups, int* counts) {
+      [&](TriangleSetup<T>* setups, int64_t* counts) {
         setup_and_count<T><<<blocks_for(batch * num_triangles), kThreads, 0, stream>>>(
             clip, triangles, num_vertices, num_triangles, width, height, grid, setups, counts);
       },
-      [&](const TriangleSetup<T>* setups, const int* offsets, const int32_t* entries, int) {
+      [&](const TriangleSetup<T>* setups, const int64_t* offsets, const int32_t* entries, int64_t) {
         rasterize_tiles<T><<<static_cast<unsigned>(grid.count()), dim3(kTile, kTile), 0, stream>>>(
             setups, num_triangles, grid, offsets, entries, width, height, ids, bary, zbuf);
         return cudaGetLastError();

@@ -61,6 +61,7 @@ at::Tensor rasterize_triangles_backward(const at::Tensor& clip_vertices, const a
   check_same_device_dtype(clip_vertices, grad_barycentrics, "clip_vertices", "grad_barycentrics");
   check_same_device_dtype(clip_vertices, barycentrics, "clip_vertices", "barycentrics");
   const bool cuda = on_cuda(clip_vertices, "rasterize_triangles");
+  if (cuda) check_cuda_scatter_rows(3 * triangle_ids.numel(), "rasterize_triangles", "pixel corners (3·B·H·W)");
   const auto ids = triangle_ids.contiguous();
   // The CPU backward checks the ids of covered pixels as it reads them.
   if (cuda && triangles.size(0) > 0) check_index_range(ids, 0, triangles.size(0), "triangle_ids");
@@ -145,6 +146,7 @@ std::vector<at::Tensor> interpolate_backward(const at::Tensor& grad_out, const a
                     "grad_out must be [B,H,W,C]");
   check_same_device_dtype(attributes, grad_out, "attributes", "grad_out");
   const bool cuda = on_cuda(attributes, "interpolate");
+  if (cuda) check_cuda_scatter_rows(3 * triangle_ids.numel(), "interpolate", "pixel corners (3·B·H·W)");
   const auto tris = triangles.contiguous(), ids = triangle_ids.contiguous(), bary = barycentrics.contiguous();
   const auto grad = grad_out.contiguous();
   auto grad_bary = at::empty_like(bary);

@@ -39,6 +39,13 @@ inline void check_triangles(const at::Tensor& triangles, int64_t num_vertices) {
   check_index_range(triangles, 0, num_vertices, "triangle indices");
 }
 
+// The CUDA backward passes sum their gradients with ordered_scatter_add (cuda_scratch.cuh), which
+// numbers its rows (one per pixel and triangle corner, say) in int32.
+inline void check_cuda_scatter_rows(int64_t rows, const char* op, const char* what) {
+  TORCH_CHECK_VALUE(rows < (int64_t(1) << 31), op, " backward on CUDA sums at most 2^31 - 1 ", what, ", got ", rows,
+                    ": back-propagate fewer or smaller images at a time");
+}
+
 inline void check_image_size(int64_t width, int64_t height) {
   TORCH_CHECK_VALUE(width > 0 && height > 0, "image size must be positive, got ", width, "x", height);
   TORCH_CHECK_VALUE(width <= 32768 && height <= 32768, "image size ", width, "x", height,

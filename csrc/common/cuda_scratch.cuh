@@ -152,6 +152,7 @@ template <typename T>
 cudaError_t ordered_scatter_add(const int64_t* keys, const T* values, int64_t count, int channels,
                                 int64_t num_segments, T* out, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
+  if (count > INT32_MAX) return cudaErrorInvalidValue;  // int32 rows; the glue says so first (checks.h)
   Scratch<int64_t> sorted_keys(count, stream);
   Scratch<int32_t> rows(count, stream), sorted_rows(count, stream);
   DR_CUDA_TRY(sorted_keys.status());

@@ -109,6 +109,7 @@ std::vector<at::Tensor> shade_pixels_backward(const at::Tensor& grad_rgba, const
     shade_pixels_backward_cpu(in, grad, grads);
     return grads;
   }
+  check_cuda_scatter_rows(3 * ids.numel(), "shade_pixels", "pixel corners (3·B·H·W)");
 #ifdef WITH_CUDA
   const CudaDeviceGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "shade_pixels_backward_cuda", [&] {

@@ -127,7 +127,7 @@ struct WalkChunk {
 template <typename T>
 __global__ void setup_and_count(const T* screen, const int64_t* triangles, int64_t num_vertices,
                                 int64_t num_triangles, SoftConstants<T> c, TileGrid grid, SoftTriangle<T>* setups,
-                                int* tile_counts) {
+                                int64_t* tile_counts) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= grid.batch * num_triangles) return;
   const T* v = screen + (i / num_triangles) * num_vertices * 3;
@@ -151,7 +151,7 @@ template <typename T>
 __global__ void __launch_bounds__(kTile * kTile)
     aggregate_tiles(const SoftTriangle<T>* setups, const int64_t* triangles, const T* attributes,
                     const T* background, SoftTexture<T> tex, int64_t num_vertices, int64_t num_triangles,
-                    SoftConstants<T> c, SoftModes modes, TileGrid grid, const int* offsets, const int32_t* entries,
+                    SoftConstants<T> c, SoftModes modes, TileGrid grid, const int64_t* offsets, const int32_t* entries,
                     T* image, T* aux, int64_t* hard_ids) {
   constexpr int kStage = Stage<T>::kCount;
   __shared__ SoftTriangle<T> staged[kStage];
@@ -385,23 +385,27 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
   const TileGrid grid = tile_grid(params.width, params.height, batch);
   return with_tile_bins<SoftTriangle<T>>(
       grid, num_triangles, stream,
-      [&](SoftTriangle<T>* setups, int* counts) {
+      [&](SoftTriangle<T>* setups, int64_t* counts) {
         setup_and_count<T><<<blocks_for(batch * num_triangles), kThreads, 0, stream>>>(
             screen, triangles, num_vertices, num_triangles, c, grid, setups, counts);
       },
-      [&](const SoftTriangle<T>* setups, const int* offsets, const int32_t* entries, int total) {
+      [&](const SoftTriangle<T>* setups, const int64_t* offsets, const int32_t* entries, int64_t total) {
         // Each tile's triangles in index order: the CPU's order, whatever order the atomics filled.
+        // CUB's segmented sort counts its items and segments in int.
+        if (total > INT32_MAX || grid.count() > INT32_MAX) return cudaErrorInvalidValue;
         Scratch<int32_t> sorted(total, stream);
         DR_CUDA_TRY(sorted.status());
         if (total > 0) {
           const int tiles = static_cast<int>(grid.count()), end_bit = bits_for(num_triangles);
           size_t sort_bytes = 0;
-          DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(nullptr, sort_bytes, entries, sorted.get(), total,
-                                                              tiles, offsets, offsets + 1, 0, end_bit, stream));
+          DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(nullptr, sort_bytes, entries, sorted.get(),
+                                                              static_cast<int>(total), tiles, offsets, offsets + 1,
+                                                              0, end_bit, stream));
           Scratch<unsigned char> sort_temp(sort_bytes, stream);
           DR_CUDA_TRY(sort_temp.status());
           DR_CUDA_TRY(cub::DeviceSegmentedRadixSort::SortKeys(sort_temp.get(), sort_bytes, entries, sorted.get(),
-                                                              total, tiles, offsets, offsets + 1, 0, end_bit, stream));
+                                                              static_cast<int>(total), tiles, offsets, offsets + 1,
+                                                              0, end_bit, stream));
         }
         aggregate_tiles<T><<<static_cast<unsigned>(grid.count()), dim3(kTile, kTile), 0, stream>>>(
             setups, triangles, attributes, background, texture, num_vertices, num_triangles, c, modes, grid, offsets,

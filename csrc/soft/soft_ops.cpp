@@ -192,8 +192,7 @@ std::vector<at::Tensor> backward(const at::Tensor& screen_vertices, const at::Te
   auto grad_vertices = at::zeros({batch, screen.size(1), 3 + attr_channels}, screen.options());
   auto grad_background = at::empty({channels}, screen.options());
 #ifdef WITH_CUDA
-  TORCH_CHECK_VALUE(3 * batch * tris.size(0) < (int64_t(1) << 31),
-                    "soft_rasterize backward on CUDA supports at most 2^31 - 1 triangle corners (B*F*3)");
+  check_cuda_scatter_rows(3 * batch * tris.size(0), "soft_rasterize", "triangle corners (3·B·F)");
   const CudaDeviceGuard guard(screen.device());
   const auto img = image.contiguous(), saved = aux.contiguous(), grad = grad_image.contiguous();
   const auto ids = hard ? hard_ids.contiguous() : hard_ids;

@@ -117,8 +117,9 @@ std::vector<at::Tensor> texture_sample_backward(const at::Tensor& grad_out, cons
     return {grad_levels, grad_uv};
   }
 #ifdef WITH_CUDA
-  TORCH_CHECK_VALUE(grad.numel() / channels * kFootprintCorners < (int64_t(1) << 31),
-                    "texture.sample backward on CUDA supports at most 2^28 pixels");
+  if (want_grad_levels)
+    check_cuda_scatter_rows(grad.numel() / channels * kFootprintCorners, "texture.sample",
+                            "texel footprint corners (8·B·H·W)");
   const CudaDeviceGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "texture_sample_backward_cuda", [&] {
     check_cuda(texture_sample_backward_cuda<scalar_t>(sample_pixels<scalar_t>(in), in.mips,

@@ -1,7 +1,8 @@
 // CUDA emulation (see ../cuda_runtime.h): the CUB device-wide algorithms diffrender uses, on the
-// CPU, with CUB's two-call protocol (a null temporary buffer asks for its size) and its radix
-// sort semantics (stable, only the bits [begin_bit, end_bit) compared, signed keys ordered as
-// numbers).
+// CPU, with CUB's two-call protocol (a null temporary buffer asks for its size), its radix sort
+// semantics (stable, only the bits [begin_bit, end_bit) compared, signed keys ordered as
+// numbers), and its integer types: a running sum adds in its input's type, and the segmented sort
+// counts in int, so a caller that would overflow them here overflows them on a GPU too.
 #pragma once
 
 #include <algorithm>
@@ -60,10 +61,10 @@ struct DeviceScan {
                                   cudaStream_t = nullptr) {
     cudaError_t status;
     if (emulation::size_query(temp, temp_bytes, status) || status != cudaSuccess) return status;
-    using Value = std::decay_t<decltype(*out)>;
+    using Value = std::decay_t<decltype(*in)>;
     Value running = Value(0);
     for (int64_t i = 0; i < int64_t(num_items); ++i) {
-      const Value value = static_cast<Value>(in[i]);  // read before writing: in and out may alias
+      const Value value = in[i];  // read before writing: in and out may alias
       out[i] = running;
       running = static_cast<Value>(running + value);
     }
@@ -89,8 +90,8 @@ struct DeviceRadixSort {
 };
 
 struct DeviceSegmentedRadixSort {
-  template <typename Key, typename NumItems, typename BeginOffsets, typename EndOffsets>
-  static cudaError_t SortKeys(void* temp, size_t& temp_bytes, const Key* keys_in, Key* keys_out, NumItems num_items,
+  template <typename Key, typename BeginOffsets, typename EndOffsets>
+  static cudaError_t SortKeys(void* temp, size_t& temp_bytes, const Key* keys_in, Key* keys_out, int num_items,
                               int num_segments, BeginOffsets begin_offsets, EndOffsets end_offsets, int begin_bit = 0,
                               int end_bit = sizeof(Key) * 8, cudaStream_t = nullptr) {
     cudaError_t status;
