@@ -101,8 +101,8 @@ __global__ void fill_bins(const Setup* setups, int64_t num_triangles, TileGrid g
 // use_bins(setups, offsets, entries, total): tile t's triangle indices are entries[offsets[t] ..
 // offsets[t+1]) of entries [total], in arbitrary order (offsets int64 [tiles + 1]).
 // setup_and_count(setups, counts) launches the kernel that writes the setups [B*F] and adds each
-// to the int64 counts [tiles + 1] of the tiles it touches (count_tiles); counts start at zero. A grid of no tiles (an empty batch) calls neither,
-// since CUDA refuses a launch of no blocks.
+// to the int64 counts [tiles + 1] of the tiles it touches (count_tiles); counts start at zero. A
+// grid of no tiles (an empty batch) calls neither, since CUDA refuses a launch of no blocks.
 template <typename Setup, typename SetupAndCount, typename UseBins>
 cudaError_t with_tile_bins(const TileGrid& grid, int64_t num_triangles, cudaStream_t stream,
                            const SetupAndCount& setup_and_count, const UseBins& use_bins) {
