@@ -288,10 +288,17 @@ def huge_backward_calls(device):
     attributes = torch.rand(1, 3, 2, **F64).to(device)
     ids, bary, color = image(dtype=torch.long), image(3), image(3)
     no_neighbors = torch.full((1, 3), -1, device=device)
+    points, eye, light = torch.rand(1, 3, 6, **F64).to(device), torch.zeros(1, 3, **F64).to(device), \
+        torch.ones(1, 1, 3, **F64).to(device)
+    levels = torch.rand(4 * 4 * 3, **F64).to(device)
     return {"rasterize backward": lambda: _C.rasterize_triangles_backward(clip, triangles, ids, bary, bary),
             "interpolate backward": lambda: _C.interpolate_backward(image(2), attributes, triangles, ids, bary),
             "antialias backward": lambda: _C.antialias_backward(color, color, ids, clip, triangles, no_neighbors,
-                                                                image(2), image(2, dtype=torch.int32))}
+                                                                image(2), image(2, dtype=torch.int32)),
+            "shade_pixels backward": lambda: _C.shade_pixels_backward(image(4), points, color, triangles, ids, bary,
+                                                                      eye, light, light, eye, False),
+            "texture backward": lambda: _C.texture_sample_backward(image(3), levels, [4, 4], 1, 3, image(2), None,
+                                                                   "bilinear", "wrap", True, False)}
 
 
 @pytest.mark.parametrize("call", list(huge_backward_calls("cpu")))

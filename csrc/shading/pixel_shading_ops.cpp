@@ -87,6 +87,9 @@ std::vector<at::Tensor> shade_pixels_backward(const at::Tensor& grad_rgba, const
                                               const at::Tensor& barycentrics, const at::Tensor& eye,
                                               const at::Tensor& light_positions, const at::Tensor& light_intensities,
                                               const at::Tensor& ambient, bool with_specular) {
+  // Before validated(), which copies its inputs.
+  if (on_cuda(vertex_attributes, "shade_pixels"))
+    check_cuda_scatter_rows(3 * triangle_ids.numel(), "shade_pixels", "pixel corners (3·B·H·W)");
   const PixelShadingInputs in = validated(vertex_attributes, pixel_diffuse, triangles, triangle_ids, barycentrics,
                                           eye, light_positions, light_intensities, ambient, with_specular);
   const auto& ids = in.triangle_ids;
@@ -109,7 +112,6 @@ std::vector<at::Tensor> shade_pixels_backward(const at::Tensor& grad_rgba, const
     shade_pixels_backward_cpu(in, grad, grads);
     return grads;
   }
-  check_cuda_scatter_rows(3 * ids.numel(), "shade_pixels", "pixel corners (3·B·H·W)");
 #ifdef WITH_CUDA
   const CudaDeviceGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "shade_pixels_backward_cuda", [&] {

@@ -104,6 +104,9 @@ std::vector<at::Tensor> texture_sample_backward(const at::Tensor& grad_out, cons
                                                 const c10::optional<at::Tensor>& uv_da, const std::string& filter,
                                                 const std::string& boundary, bool want_grad_levels,
                                                 bool want_grad_uv) {
+  // Before validated(), which copies its inputs.
+  if (want_grad_levels && on_cuda(uv, "texture.sample"))
+    check_cuda_scatter_rows(uv.numel() / 2 * kFootprintCorners, "texture.sample", "texel footprint corners (8·B·H·W)");
   const TextureInputs in = validated(levels, level_sizes, texture_batch, channels, uv, uv_da, filter, boundary);
   TORCH_CHECK_VALUE(grad_out.sizes() == output_shape(in), "grad_out must be [B,H,W,C] = ", output_shape(in),
                     ", got ", grad_out.sizes());
@@ -117,9 +120,6 @@ std::vector<at::Tensor> texture_sample_backward(const at::Tensor& grad_out, cons
     return {grad_levels, grad_uv};
   }
 #ifdef WITH_CUDA
-  if (want_grad_levels)
-    check_cuda_scatter_rows(grad.numel() / channels * kFootprintCorners, "texture.sample",
-                            "texel footprint corners (8·B·H·W)");
   const CudaDeviceGuard guard(grad.device());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "texture_sample_backward_cuda", [&] {
     check_cuda(texture_sample_backward_cuda<scalar_t>(sample_pixels<scalar_t>(in), in.mips,
