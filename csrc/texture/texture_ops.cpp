@@ -106,7 +106,8 @@ std::vector<at::Tensor> texture_sample_backward(const at::Tensor& grad_out, cons
                                                 bool want_grad_uv) {
   // Before validated(), which copies its inputs.
   if (want_grad_levels && on_cuda(uv, "texture.sample"))
-    check_cuda_scatter_rows(uv.numel() / 2 * kFootprintCorners, "texture.sample", "texel footprint corners (8·B·H·W)");
+    check_cuda_scatter_rows(uv.numel() / 2 * kFootprintCorners, "texture.sample",
+                            "texel footprint corners (8·B·H·W)");
   const TextureInputs in = validated(levels, level_sizes, texture_batch, channels, uv, uv_da, filter, boundary);
   TORCH_CHECK_VALUE(grad_out.sizes() == output_shape(in), "grad_out must be [B,H,W,C] = ", output_shape(in),
                     ", got ", grad_out.sizes());

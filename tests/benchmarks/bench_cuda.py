@@ -185,7 +185,8 @@ def fit_step_ms(where: torch.device, baseline: bool, image_size, steps: int = 20
 
 
 def fit_step_row(device: torch.device, image_size, results) -> list:
-    timings = {"diffrender": fit_step_ms(device, False, image_size), "pure torch": fit_step_ms(device, True, image_size),
+    timings = {"diffrender": fit_step_ms(device, False, image_size),
+               "pure torch": fit_step_ms(device, True, image_size),
                "diffrender cpu": "-" if device.type == "cpu" else fit_step_ms(torch.device("cpu"), False, image_size)}
     results.append({"work": "four_views fit step", "size": list(image_size), "ms": timings})
     return [f"{image_size[0]}²", *timings.values()]
