@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from unittest import mock
 
 import torch
 
-from bench_fit import COW_TARGETS, FOUR_VIEWS, NullRecorder
+from bench_fit import COW_TARGETS, FOUR_VIEWS, median_step_ms
 from common import benchmark_meshes, median_ms, print_table, write_json
 from diffrender import barycentric, camera, fit, shapes, soft
 from diffrender._ext import cuda_unavailable_reason
@@ -172,16 +171,13 @@ def fit_step_ms(where: torch.device, baseline: bool, image_size, steps: int = 20
     config.optimize.steps = warmup + steps
     config.image_size = image_size
     problem = build_problem(config).to(where)
-    stamps = []
     swap = mock.patch.object(fit, "soft_silhouettes", torch_soft_silhouettes) if baseline else contextlib.nullcontext()
     try:
-        with swap:  # each step reads its losses back, so the stamps follow the device's work
-            fit.run_fit(problem, NullRecorder(), on_progress=lambda report: stamps.append(time.perf_counter()))
+        with swap:
+            return f"{median_step_ms(problem, warmup):.2f}"
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return "out of memory"
-    per_step = [later - earlier for earlier, later in zip(stamps[warmup - 1:], stamps[warmup:])]
-    return f"{1000.0 * statistics.median(per_step):.2f}"
 
 
 def fit_step_row(device: torch.device, image_size, results) -> list:
