@@ -157,9 +157,7 @@ def fit_row(device: torch.device, results) -> list:
 def torch_soft_silhouettes(sigma: float, gamma: float, vertices, faces, views, image_size, clip_matrices=None):
     """fit.soft_silhouettes with the pure-PyTorch silhouette (every pixel against every triangle)."""
     height, width = image_size
-    if clip_matrices is None:
-        clip_matrices = views.matrices(width / height)
-    clip = camera.transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(clip_matrices.shape[0], -1, -1))
+    clip = fit._clip_space(vertices, views, image_size, clip_matrices)
     alpha = soft_silhouette(clip, faces, width, height, sigma).flip(1)[..., None]
     return torch.cat([torch.zeros_like(alpha).expand(-1, -1, -1, 3), alpha], dim=-1)
 
