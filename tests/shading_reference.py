@@ -12,24 +12,9 @@ def _normalize(v: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def phong_reference(positions: Tensor, normals: Tensor, diffuse_colors: Tensor, camera_position: Tensor,
-          light_positions: Tensor, light_intensities: Tensor, specular_colors: Optional[Tensor] = None,
-          shininess: Optional[Tensor] = None, ambient_color: Optional[Tensor] = None) -> Tensor:
-    """Same contract as diffrender.shading.phong.
-
-    Args:
-        positions: [B,N,3] float world-space points.
-        normals: [B,N,3] float normals (normalised here).
-        diffuse_colors: [B,N,3] float.
-        camera_position: [B,3] float eye positions.
-        light_positions: [B,L,3] float.
-        light_intensities: [B,L,3] float RGB (or [B,L] scalars).
-        specular_colors: [B,N,3] float, or None for no specular term.
-        shininess: [B,N] float Phong exponents (needed with specular_colors).
-        ambient_color: [B,3] float added to every point, or None.
-    Returns:
-        [B,N,3] float radiance: Σ_lights I·(kd·max(n·l,0) + ks·max(r·v,0)^shininess) + ambient,
-        where r = 2(n·l)n − l is l mirrored about n.
-    """
+                    light_positions: Tensor, light_intensities: Tensor, specular_colors: Optional[Tensor] = None,
+                    shininess: Optional[Tensor] = None, ambient_color: Optional[Tensor] = None) -> Tensor:
+    """Same contract (arguments, shapes, result) as diffrender.shading.phong, in plain PyTorch ops."""
     intensities = rgb_intensities(light_intensities)
     n = _normalize(normals).unsqueeze(2)  # [B,N,1,3]
     to_light = _normalize(light_positions.unsqueeze(1) - positions.unsqueeze(2))  # [B,N,L,3]

@@ -24,8 +24,15 @@ def mean_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def read_frames(path) -> np.ndarray:
+    """uint8 [N,H,W,3]: every frame, composited by the reader."""
     with imageio.get_reader(path) as reader:
-        return np.stack([np.asarray(frame) for frame in reader])
+        frames = [np.asarray(frame) for frame in reader]
+    # ffmpeg 7's GIF encoder marks pixels that repeat the previous frame transparent; Pillow
+    # composites them onto that frame and hands the result back as RGBA, which must be opaque.
+    for k, frame in enumerate(frames):
+        if frame.shape[-1] == 4:
+            assert (frame[..., 3] == 255).all(), f"frame {k} has see-through pixels"
+    return np.stack([frame[..., :3] for frame in frames])
 
 
 # --- turntables --------------------------------------------------------------------------------
