@@ -24,6 +24,7 @@ def _op_names(module) -> list:
 
 class RealCuda:
     device = "cuda"
+    soft_max_binned_pairs = 2**31 - 1  # soft_cuda.h
 
     @contextlib.contextmanager
     def __call__(self, schedule: int = 0) -> Iterator[None]:
@@ -41,6 +42,7 @@ class EmulatedCuda:
         from cuda_emulation import build
 
         self.module = build.load()
+        self.soft_max_binned_pairs = build.SOFT_CUDA_MAX_PAIRS
         missing = set(_op_names(_C)) ^ set(_op_names(self.module))
         assert not missing, f"the emulated module and _C differ in their ops: {sorted(missing)}"
 

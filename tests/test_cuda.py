@@ -482,6 +482,38 @@ def test_soft_textured_cuda_is_deterministic(gpu):
             assert torch.equal(a, b)
 
 
+def copies_of_a_view_filling_triangle(count, device):
+    """screen [1,3,3] (x/w, y/w, 1/w) of one triangle around the whole view, and `count` copies of it."""
+    screen = torch.tensor([[[-3.0, -3.0, 1.0], [9.0, -3.0, 1.0], [-3.0, 9.0, 1.0]]], device=device)
+    return screen, torch.tensor([[0, 1, 2]], device=device).expand(count, 3).contiguous()
+
+
+SOFT_RAW_SETTINGS = (1e-4, 1e-4, 1e-4, 1e-3, 0.1, 10.0, "softmax", "prod", "euclidean", False)
+
+
+def test_soft_calls_beyond_the_kernels_32_bit_counts_say_so(gpu):
+    # Each copy of the triangle is binned to every tile and walked row by row: just past the
+    # forward's limit on binned pairs, and the backward's on walk chunks (a third of it: three
+    # corner rows a chunk), each call stops after counting and names what was too large.
+    limit = gpu.soft_max_binned_pairs
+    tiles = (1024 // 16) ** 2
+    screen, triangles = copies_of_a_view_filling_triangle(limit // tiles + 1, gpu.device)
+    no_colors, no_background = torch.zeros(1, 3, 0, device=gpu.device), torch.zeros(0, device=gpu.device)
+    with gpu(), pytest.raises(ValueError, match=rf"on CUDA bins at most {limit} \(triangle, 16x16 tile\) pairs a "
+                                                rf"call, got {triangles.shape[0] * tiles}: render fewer"):
+        _C.soft_rasterize_forward(screen, triangles, no_colors, no_background, *SOFT_RAW_SETTINGS, 1024, 1024)
+
+    rows = 256  # and as many pixels a row: one walk chunk a row
+    screen, triangles = copies_of_a_view_filling_triangle(limit // 3 // rows + 1, gpu.device)
+    image = torch.zeros(1, rows, rows, 1, device=gpu.device)
+    aux = torch.zeros(1, rows, rows, 4, device=gpu.device)
+    no_ids = torch.zeros(0, dtype=torch.long, device=gpu.device)
+    with gpu(), pytest.raises(ValueError, match=rf"backward on CUDA walks at most {limit // 3} walk chunks .* a call, "
+                                                rf"got {triangles.shape[0] * rows}: back-propagate fewer"):
+        _C.soft_rasterize_backward(screen, triangles, no_colors, no_background, image, aux, no_ids,
+                                   torch.ones_like(image), *SOFT_RAW_SETTINGS)
+
+
 def test_soft_screen_filling_triangles_are_walked_in_chunks(gpu):
     # Each triangle's blurred box is wider than a walk chunk and 40 rows tall, so its backward walk
     # is split over 40 threads, whose corner sums and texture records must add up to the CPU's.

@@ -379,20 +379,21 @@ template <typename T>
 cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* screen, const int64_t* triangles,
                                         const T* attributes, const T* background, const SoftTexture<T>& texture,
                                         int64_t batch, int64_t num_vertices, int64_t num_triangles, int64_t channels,
-                                        T* image, T* aux, int64_t* hard_ids, cudaStream_t stream) {
+                                        T* image, T* aux, int64_t* hard_ids, SoftCudaCounts& counts,
+                                        cudaStream_t stream) {
   const SoftConstants<T> c = make_soft_constants<T>(params);
   const SoftModes modes = make_modes(params, channels, texture);
   const TileGrid grid = tile_grid(params.width, params.height, batch);
+  // CUB's segmented sort counts its segments, the tiles, in int (2^31 tiles: terabytes of image).
+  if (grid.count() > INT32_MAX) return cudaErrorInvalidValue;
   return with_tile_bins<SoftTriangle<T>>(
-      grid, num_triangles, stream,
+      grid, num_triangles, kSoftCudaMaxBinnedPairs, counts.binned_pairs, stream,
       [&](SoftTriangle<T>* setups, int64_t* counts) {
         setup_and_count<T><<<blocks_for(batch * num_triangles), kThreads, 0, stream>>>(
             screen, triangles, num_vertices, num_triangles, c, grid, setups, counts);
       },
       [&](const SoftTriangle<T>* setups, const int64_t* offsets, const int32_t* entries, int64_t total) {
         // Each tile's triangles in index order: the CPU's order, whatever order the atomics filled.
-        // CUB's segmented sort counts its items and segments in int.
-        if (total > INT32_MAX || grid.count() > INT32_MAX) return cudaErrorInvalidValue;
         Scratch<int32_t> sorted(total, stream);
         DR_CUDA_TRY(sorted.status());
         if (total > 0) {
@@ -420,7 +421,7 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
                                          int64_t num_vertices, int64_t num_triangles, int64_t channels, const T* image,
                                          const T* aux, const int64_t* hard_ids, const T* grad_image, T* grad_vertices,
                                          T* grad_background, const std::function<T*(int64_t)>& allocate_records,
-                                         int64_t* batch_offsets, cudaStream_t stream) {
+                                         int64_t* batch_offsets, SoftCudaCounts& counts, cudaStream_t stream) {
   const SoftConstants<T> c = make_soft_constants<T>(params);
   const SoftModes modes = make_modes(params, channels, texture);
   const int64_t rows = batch * params.height, total = rows * params.width;
@@ -456,8 +457,8 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
   DR_CUDA_TRY(cudaGetLastError());
   int64_t chunks = 0;
   DR_CUDA_TRY(running_sum(chunk_counts.get(), chunk_offsets.get(), items, stream, &chunks));
-  if (chunks == 0) return cudaSuccess;  // no triangle reaches a pixel centre's blurred box
-  if (3 * chunks >= (int64_t(1) << 31)) return cudaErrorInvalidValue;  // ordered_scatter_add's int32 rows
+  counts.walk_chunks = chunks;
+  if (chunks == 0 || chunks > kSoftCudaMaxWalkChunks) return cudaSuccess;  // 0: no box reaches a pixel centre
   // Textured: count the records per chunk, then give each chunk its rows by a running sum.
   Scratch<int64_t> record_offsets(texture.texels ? chunks + 1 : 0, stream);
   T* records = nullptr;
@@ -495,11 +496,11 @@ cudaError_t soft_rasterize_backward_cuda(const SoftParams& params, const T* scre
 #define DR_INSTANTIATE(T)                                                                                        \
   template cudaError_t soft_rasterize_forward_cuda<T>(const SoftParams&, const T*, const int64_t*, const T*,      \
                                                       const T*, const SoftTexture<T>&, int64_t, int64_t, int64_t, \
-                                                      int64_t, T*, T*, int64_t*, cudaStream_t);                  \
+                                                      int64_t, T*, T*, int64_t*, SoftCudaCounts&, cudaStream_t); \
   template cudaError_t soft_rasterize_backward_cuda<T>(                                                          \
       const SoftParams&, const T*, const int64_t*, const T*, const SoftTexture<T>&, int64_t, int64_t, int64_t,   \
       int64_t, const T*, const T*, const int64_t*, const T*, T*, T*, const std::function<T*(int64_t)>&,           \
-      int64_t*, cudaStream_t);
+      int64_t*, SoftCudaCounts&, cudaStream_t);
 DR_INSTANTIATE(float)
 DR_INSTANTIATE(double)
 

@@ -100,14 +100,19 @@ std::vector<at::Tensor> forward(const at::Tensor& screen_vertices, const at::Ten
   }
 #ifdef WITH_CUDA
   const CudaDeviceGuard guard(screen.device());
+  SoftCudaCounts counts;
   AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_forward_cuda", [&] {
     check_cuda(soft_rasterize_forward_cuda<scalar_t>(
                    params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
                    bg.data_ptr<scalar_t>(), texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels,
                    image.data_ptr<scalar_t>(), aux.data_ptr<scalar_t>(), hard ? hard_ids.data_ptr<int64_t>() : nullptr,
-                   current_stream()),
+                   counts, current_stream()),
                "soft_rasterize");
   });
+  TORCH_CHECK_VALUE(counts.binned_pairs <= kSoftCudaMaxBinnedPairs, "soft_rasterize on CUDA bins at most ",
+                    kSoftCudaMaxBinnedPairs, " (triangle, 16x16 tile) pairs a call, got ", counts.binned_pairs,
+                    ": render fewer or smaller images at a time, or with a smaller sigma (it widens every "
+                    "triangle's box)");
 #endif
   return {image, aux, hard_ids};
 }
@@ -197,6 +202,7 @@ std::vector<at::Tensor> backward(const at::Tensor& screen_vertices, const at::Te
   const auto img = image.contiguous(), saved = aux.contiguous(), grad = grad_image.contiguous();
   const auto ids = hard ? hard_ids.contiguous() : hard_ids;
   records.batch_offsets.assign(batch + 1, 0);
+  SoftCudaCounts counts;
   AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_backward_cuda", [&] {
     const std::function<scalar_t*(int64_t)> allocate_records = [&](int64_t count) {
       records.rows = at::empty({count, 2 + channels}, screen.options());
@@ -207,9 +213,13 @@ std::vector<at::Tensor> backward(const at::Tensor& screen_vertices, const at::Te
                    texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels, img.data_ptr<scalar_t>(),
                    saved.data_ptr<scalar_t>(), hard ? ids.data_ptr<int64_t>() : nullptr, grad.data_ptr<scalar_t>(),
                    grad_vertices.data_ptr<scalar_t>(), grad_background.data_ptr<scalar_t>(), allocate_records,
-                   records.batch_offsets.data(), current_stream()),
+                   records.batch_offsets.data(), counts, current_stream()),
                "soft_rasterize backward");
   });
+  TORCH_CHECK_VALUE(counts.walk_chunks <= kSoftCudaMaxWalkChunks, "soft_rasterize backward on CUDA walks at most ",
+                    kSoftCudaMaxWalkChunks, " walk chunks (about ", kSoftWalkPixels,
+                    " pixels of a triangle's box each) a call, got ", counts.walk_chunks,
+                    ": back-propagate fewer or smaller images at a time, or with a smaller sigma");
 #endif
   return split(grad_vertices, grad_background, records);
 }

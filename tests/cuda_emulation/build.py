@@ -80,6 +80,10 @@ def _translate_tree() -> List[str]:
 ASAN = os.environ.get("DIFFRENDER_EMULATION_ASAN") == "1"
 SANITIZE = ["-fsanitize=address", "-fno-omit-frame-pointer"] if ASAN else []
 
+# The soft kernels' 2^31 - 1 limit on a call's binned pairs (soft_cuda.h), lowered so that the
+# tests reach it with scenes the emulation runs in moments.
+SOFT_CUDA_MAX_PAIRS = 1 << 20
+
 
 @contextlib.contextmanager
 def sole_build(build: Path) -> Iterator[None]:
@@ -110,7 +114,8 @@ def load(verbose: bool = False):
                 sources=sources,
                 # The translated .cuh files shadow csrc's.
                 extra_include_paths=[str(HERE / "include"), str(TRANSLATED), str(CSRC)],
-                extra_cflags=["-O1", "-fopenmp", "-DWITH_CUDA", "-DDIFFRENDER_CUDA_EMULATION"] + SANITIZE,
+                extra_cflags=["-O1", "-fopenmp", "-DWITH_CUDA", "-DDIFFRENDER_CUDA_EMULATION",
+                              f"-DDIFFRENDER_SOFT_CUDA_MAX_PAIRS={SOFT_CUDA_MAX_PAIRS}"] + SANITIZE,
                 extra_ldflags=["-fopenmp"] + SANITIZE,
                 build_directory=str(build),
                 verbose=verbose,
