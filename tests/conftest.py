@@ -1,7 +1,7 @@
 """Shared test helpers: the reference data in ../shared/reference (skipped with a reason when
 absent), the `gpu` fixture, gradient leaves, relative closeness, and the one-versus-two-threads
 determinism check."""
-import os
+import sys
 from pathlib import Path
 from typing import Callable, List, Sequence
 
@@ -11,8 +11,9 @@ import torch
 from diffrender._ext import _C
 from gpu_backends import GPU_PARAMS, backend
 
-# ../shared/reference beside the repository, or DIFFRENDER_REFERENCE (a copy carried to a GPU machine).
-REFERENCE = Path(os.environ.get("DIFFRENDER_REFERENCE") or Path(__file__).resolve().parents[2] / "shared" / "reference")
+# The tests check the benchmarks' baselines, and both read the reference data from one place.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
+from common import REFERENCE  # noqa: E402
 
 
 @pytest.fixture(params=GPU_PARAMS)

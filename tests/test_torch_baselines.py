@@ -1,17 +1,13 @@
 """The benchmarks' baselines compute what diffrender computes, so they compare equal work: the
 GPU benchmark's pure-PyTorch versions (checked on the CPU here) and, where it is installed, the
 optional llvmpipe reference."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from diffrender import barycentric, camera, shapes, soft
 from diffrender.mesh import vertex_normals
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "benchmarks"))
-from torch_baselines import interpolate, rasterize_fragments, soft_silhouette, soft_silhouette_backward  # noqa: E402
+from torch_baselines import interpolate, rasterize_fragments, soft_silhouette, soft_silhouette_backward
 
 
 def teapot_clip(size=1.0):
