@@ -190,7 +190,7 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
            ambient_color: Optional[Tensor] = None, fov_y: float | Tensor = 40.0,
            near_clip: float = 0.01, far_clip: float = 10.0, antialias: bool = False,
            uvs: Optional[Tensor] = None, texture: Optional[Tensor] = None,
-           texture_filter: str = "trilinear") -> Tensor:
+           texture_filter: str = "trilinear", clip_matrices: Optional[Tensor] = None) -> Tensor:
     """Phong-shaded render (tf_mesh_renderer's ``mesh_renderer``), optionally UV-textured.
 
     Args:
@@ -213,6 +213,8 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
             perspective-correct interpolated UV; it replaces ``diffuse_colors``.
         texture_filter: "bilinear", or "trilinear" (mip-mapped, its level of detail from
             :func:`uv_screen_derivatives`), which keeps minified textures from aliasing.
+        clip_matrices: [B,4,4] float world-to-clip matrices of these cameras at this aspect
+            ratio, when the caller already has them (a fit's fixed cameras); None computes them.
     Returns:
         [B,H,W,4] float RGBA with row 0 at the top; alpha is the coverage mask (fractional along
         silhouettes when antialiased). Differentiable with respect to the texture and, through the
@@ -228,7 +230,8 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
         raise ValueError("render: specular_colors needs shininess_coefficients")
     cam = camera_lib.Camera(eye, lookat, up, fov_y=fov_y, near=near_clip, far=far_clip)
     triangles = _check_triangles(triangles, vertices.shape[1])
-    clip = camera_lib.transform_homogeneous(cam.matrices(image_width / image_height), vertices)
+    clip = camera_lib.transform_homogeneous(cam.matrices_or_given(image_width / image_height, clip_matrices),
+                                            vertices)
     # Mirroring clip y renders row 0 at the top directly: the edge functions only change sign
     # exactly, so this is bit-identical to rasterizing and then flipping the image.
     clip = clip * clip.new_tensor([1.0, -1.0, 1.0, 1.0])

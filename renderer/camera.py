@@ -143,6 +143,16 @@ class Camera(TensorDataclass):
                                  self.near, self.far)
         return projection @ self.view_matrices()
 
+    def matrices_or_given(self, aspect_ratio: float, given: Tensor | None) -> Tensor:
+        """``given``, these cameras' world-to-clip matrices (float [B,4,4]) that a caller
+        computed once for many renders, after checking its shape; else :meth:`matrices`."""
+        if given is None:
+            return self.matrices(aspect_ratio)
+        if not isinstance(given, Tensor) or given.shape != (self.batch_size, 4, 4):
+            got = list(given.shape) if isinstance(given, Tensor) else type(given).__name__
+            raise ValueError(f"clip_matrices must have shape [{self.batch_size}, 4, 4], got {got}")
+        return given
+
     @staticmethod
     def orbit(azimuth_deg: Tensor, elevation_deg: Tensor, distance: Tensor, lookat: Tensor,
               **settings) -> "Camera":

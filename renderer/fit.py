@@ -465,7 +465,7 @@ def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tenso
                  colors: Tensor, camera: Camera, lights: PointLights, material: Material,
                  image_size: Tuple[int, int], normals: Optional[Tensor] = None, antialias: bool = True,
                  uvs: Optional[Tensor] = None, texture: Optional[Tensor] = None,
-                 texture_filter: str = "trilinear") -> Tensor:
+                 texture_filter: str = "trilinear", clip_matrices: Optional[Tensor] = None) -> Tensor:
     """One mesh seen by B cameras in a single renderer call.
 
     Args:
@@ -475,6 +475,7 @@ def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tenso
         camera, lights, material: B views.
         uvs: float ``[V,2]`` and texture: float ``[Ht,Wt,3]``, which replaces the colours; or None.
         texture_filter: how the barycentric renderer samples the texture.
+        clip_matrices: float ``[B,4,4]``, ``camera.matrices(W/H)`` when the caller already has them.
     Returns:
         float ``[B,H,W,4]`` RGBA, row 0 at the top.
     """
@@ -484,7 +485,7 @@ def render_views(renderer_name: str, sigma: float, gamma: float, vertices: Tenso
     batch = camera.batch_size
     expand = (lambda t: None if t is None else t.unsqueeze(0).expand(batch, *t.shape))
     return renderer(expand(vertices), faces, expand(colors), camera, lights, material, image_size,
-                    normals=expand(normals), uvs=uvs, texture=texture)
+                    normals=expand(normals), uvs=uvs, texture=texture, clip_matrices=clip_matrices)
 
 
 def _clip_space(vertices: Tensor, camera: Camera, image_size: Tuple[int, int],
@@ -492,9 +493,8 @@ def _clip_space(vertices: Tensor, camera: Camera, image_size: Tuple[int, int],
     """float ``[B,V,4]``: the ``[V,3]`` vertices in the clip space of each of the B views, through
     ``clip_matrices`` (``[B,4,4]``) when the caller already has them, else the camera's."""
     height, width = image_size
-    if clip_matrices is None:
-        clip_matrices = camera.matrices(width / height)
-    return transform_homogeneous(clip_matrices, vertices.unsqueeze(0).expand(camera.batch_size, -1, -1))
+    return transform_homogeneous(camera.matrices_or_given(width / height, clip_matrices),
+                                 vertices.unsqueeze(0).expand(camera.batch_size, -1, -1))
 
 
 def soft_silhouettes(sigma: float, gamma: float, vertices: Tensor, faces: Tensor, camera: Camera,
@@ -675,7 +675,7 @@ class _Fitter:
         return render_views(self.settings.renderer, sigma, self.settings.gamma, vertices, self.problem.template.faces,
                             self.state.colors, self.state.cameras(index), lights, material,
                             self.problem.image_size, normals, self.settings.antialias, *self.state.surface(),
-                            self.settings.texture_filter)
+                            self.settings.texture_filter, self.clip_matrices(index))
 
     def iou(self, vertices: Optional[Tensor] = None) -> Tensor:
         """float32 ``[B]`` hard-silhouette IoU of the state posed as ``vertices`` (``[V,3]``; the

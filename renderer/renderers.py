@@ -33,6 +33,7 @@ class Renderer(Protocol):
         texture: [B,Ht,Wt,3] or [Ht,Wt,3] float RGB in [0,1], row 0 the top of the image. When
             given, the texture sampled at the surface's UVs is the diffuse colour, replacing
             ``colors``.
+        clip_matrices: [B,4,4] float, ``camera.matrices(W/H)`` when the caller already has them.
     Returns:
         [B,H,W,4] float RGBA, row 0 at the top; alpha is coverage.
     """
@@ -42,7 +43,7 @@ class Renderer(Protocol):
     def __call__(self, vertices: Tensor, faces: Tensor, colors: Tensor, camera: Camera,
                  lights: PointLights, material: Material, image_size: Tuple[int, int],
                  normals: Optional[Tensor] = None, uvs: Optional[Tensor] = None,
-                 texture: Optional[Tensor] = None) -> Tensor: ...
+                 texture: Optional[Tensor] = None, clip_matrices: Optional[Tensor] = None) -> Tensor: ...
 
 
 def _specular_inputs(material: Material, vertices: Tensor):
@@ -71,7 +72,7 @@ class BarycentricRenderer:
     texture_filter: str = "trilinear"
 
     def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None, uvs=None,
-                 texture=None):
+                 texture=None, clip_matrices=None):
         height, width = image_size
         normals = vertex_normals(vertices, faces) if normals is None else normals
         specular, shininess = _specular_inputs(material, vertices)
@@ -80,7 +81,7 @@ class BarycentricRenderer:
             lights.intensities, width, height, specular_colors=specular,
             shininess_coefficients=shininess, ambient_color=material.ambient, fov_y=camera.fov_y,
             near_clip=camera.near, far_clip=camera.far, antialias=self.antialias, uvs=uvs, texture=texture,
-            texture_filter=self.texture_filter)
+            texture_filter=self.texture_filter, clip_matrices=clip_matrices)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class SoftRenderer:
     name: str = "soft"
 
     def __call__(self, vertices, faces, colors, camera, lights, material, image_size, normals=None, uvs=None,
-                 texture=None):
+                 texture=None, clip_matrices=None):
         height, width = image_size
         specular, shininess = _specular_inputs(material, vertices)
         return soft.render(
@@ -112,7 +113,8 @@ class SoftRenderer:
             fov_y=camera.fov_y, near_clip=camera.near, far_clip=camera.far, normals=normals,
             specular_colors=specular, shininess=shininess, ambient_color=material.ambient,
             aggr_func_rgb=self.aggr_func_rgb, aggr_func_alpha=self.aggr_func_alpha,
-            dist_func=self.dist_func, cull_backfaces=self.cull_backfaces, uvs=uvs, texture=texture)
+            dist_func=self.dist_func, cull_backfaces=self.cull_backfaces, uvs=uvs, texture=texture,
+            clip_matrices=clip_matrices)
 
 
 RENDERERS = {"barycentric": BarycentricRenderer, "soft": SoftRenderer}

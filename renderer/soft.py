@@ -263,7 +263,7 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
            normals: Optional[Tensor] = None, specular_colors: Optional[Tensor] = None,
            shininess: Optional[Tensor] = None, ambient_color: Optional[Tensor] = None,
            uvs: Optional[Tensor] = None, texture: Optional[Tensor] = None, texture_boundary: str = "wrap",
-           **options) -> Tensor:
+           clip_matrices: Optional[Tensor] = None, **options) -> Tensor:
     """Phong-shaded soft render: the vertices are shaded with :func:`diffrender.shading.phong`, and
     the shaded colours are soft-rasterized (Gouraud-style, perspective-correct).
 
@@ -291,6 +291,8 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
         texture: [B,Ht,Wt,3] or [Ht,Wt,3] float RGB (the vertices' dtype), row 0 the top of the
             image; bilinear filtering, no mip-mapping.
         texture_boundary: 'wrap' (repeat) or 'clamp' (extend the edge texels).
+        clip_matrices: [B,4,4] float world-to-clip matrices of these cameras at this aspect
+            ratio, when the caller already has them (a fit's fixed cameras); None computes them.
         **options: passed to :func:`rasterize` (dist_eps, eps, aggr_func_rgb, aggr_func_alpha,
             dist_func, cull_backfaces, background_color ([3])).
     Returns:
@@ -319,7 +321,8 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
     if shininess is not None and shininess.dim() == 1:
         shininess = shininess.view(batch, 1).expand(batch, vertices.shape[1])
     cam = camera_lib.Camera(eye, lookat, up, fov_y=fov_y, near=near_clip, far=far_clip)
-    clip = camera_lib.transform_homogeneous(cam.matrices(image_width / image_height), vertices)
+    clip = camera_lib.transform_homogeneous(cam.matrices_or_given(image_width / image_height, clip_matrices),
+                                            vertices)
     if texture is None:
         attributes = phong(vertices, normals, diffuse_colors, eye, light_positions, light_intensities,
                            specular_colors, shininess, ambient_color)

@@ -210,6 +210,28 @@ def test_soft_silhouettes_equal_the_shaded_soft_alpha():
     assert torch.allclose(alone[..., 3], shaded[..., 3], atol=1e-6) and 0.1 < alone[..., 3].mean() < 0.9
 
 
+@pytest.mark.parametrize("name", ["barycentric", "soft"])
+def test_renderers_project_through_given_clip_matrices(name):
+    # A fit with fixed cameras hands them their matrices, computed once: the render must be the
+    # one those matrices' cameras give (here a narrower lens than the camera passed beside them).
+    problem = small_problem()
+    vertices, faces = problem.template.vertices[None].expand(2, -1, -1), problem.template.faces
+    colors = problem.template.colors[None].expand(2, -1, -1)
+    height, width = problem.image_size
+    wide = problem.views.camera
+    narrow = dataclasses.replace(wide, fov_y=30.0)
+    renderer = make_renderer(name)
+    expected = renderer(vertices, faces, colors, narrow, problem.lights, Material(), problem.image_size)
+    given = renderer(vertices, faces, colors, wide, problem.lights, Material(), problem.image_size,
+                     clip_matrices=narrow.matrices(width / height))
+    assert torch.equal(given, expected)
+    assert not torch.equal(given, renderer(vertices, faces, colors, wide, problem.lights, Material(),
+                                           problem.image_size))
+    with pytest.raises(ValueError, match=r"clip_matrices must have shape \[2, 4, 4\], got \[1, 4, 4\]"):
+        renderer(vertices, faces, colors, wide, problem.lights, Material(), problem.image_size,
+                 clip_matrices=narrow.matrices(width / height)[:1])
+
+
 # --------------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------------
@@ -229,12 +251,15 @@ def test_fit_improves_iou_and_reports_frames_previews_and_rows():
     assert recorder.rows[-1][1] < 0.7 * recorder.rows[0][1], "the loss went down"
 
 
-@pytest.mark.parametrize("params,frame_every", [(("vertices",), 10 ** 6), (("vertices", "pose"), 10 ** 6),
-                                                (("vertices", "pose"), 1)])
-def test_fixed_cameras_and_pose_are_not_recomputed_at_every_step(monkeypatch, params, frame_every):
+@pytest.mark.parametrize("params,frame_every,shading", [
+    (("vertices",), 10 ** 6, {}), (("vertices", "pose"), 10 ** 6, {}), (("vertices", "pose"), 1, {}),
+    (("vertices", "pose"), 1, {"renderer": "barycentric", "antialias": True}),
+    (("vertices", "pose"), 2, {"weights": LossWeights(rgb=1.0)})])
+def test_fixed_cameras_and_pose_are_not_recomputed_at_every_step(monkeypatch, params, frame_every, shading):
     """A fit's per-step work is mostly small tensor ops, each a kernel launch on a GPU: what the
     optimiser does not move (the cameras here, the pose without "pose") is computed once, and
-    the pose once per step, for the render, the IoU and a frame alike."""
+    the pose once per step, for the render, the IoU and a frame alike, shaded (the barycentric
+    renderer, or an RGB loss) or not."""
     calls = {"projection": 0, "rotation": 0}
 
     def counted(name, function):
@@ -245,7 +270,7 @@ def test_fixed_cameras_and_pose_are_not_recomputed_at_every_step(monkeypatch, pa
 
     monkeypatch.setattr(Camera, "matrices", counted("projection", Camera.matrices))
     monkeypatch.setattr(fit_module, "axis_angle_matrix", counted("rotation", fit_module.axis_angle_matrix))
-    problem = small_problem(steps=1, params=params, frame_every=frame_every, preview_every=10 ** 6)
+    problem = small_problem(steps=1, params=params, frame_every=frame_every, preview_every=10 ** 6, **shading)
     counts = []
     for steps in (2, 6):
         calls.update(projection=0, rotation=0)
@@ -253,8 +278,7 @@ def test_fixed_cameras_and_pose_are_not_recomputed_at_every_step(monkeypatch, pa
                          MemoryRecorder())
         assert result.steps_completed == steps
         counts.append(dict(calls))
-    if frame_every > 1:  # a frame is a shaded render, which projects the cameras itself
-        assert counts[0]["projection"] == counts[1]["projection"], counts
+    assert counts[0]["projection"] == counts[1]["projection"], counts
     if "pose" in params:  # once per step: the step's render and IoU share the posed mesh
         assert counts[1]["rotation"] - counts[0]["rotation"] == 4, counts
     else:
