@@ -9,8 +9,6 @@
 #include "common/cuda_scratch.cuh"
 #include "common/cuda_tiles.cuh"
 
-#include <limits>
-
 namespace diffrender {
 namespace {
 
@@ -132,10 +130,8 @@ cudaError_t rasterize_forward_cuda(const T* clip, const int64_t* triangles, int6
                                    int64_t num_triangles, int width, int height, int64_t* ids, T* bary, T* zbuf,
                                    cudaStream_t stream) {
   const TileGrid grid = tile_grid(width, height, batch);
-  // The bins' offsets are 64-bit and the tiles read them as such: no limit on the pairs.
-  int64_t binned_pairs = 0;
   return with_tile_bins<TriangleSetup<T>>(
-      grid, num_triangles, std::numeric_limits<int64_t>::max(), binned_pairs, stream,
+      grid, num_triangles, stream,
       [&](TriangleSetup<T>* setups, int64_t* counts) {
         setup_and_count<T><<<blocks_for(batch * num_triangles), kThreads, 0, stream>>>(
             clip, triangles, num_vertices, num_triangles, width, height, grid, setups, counts);

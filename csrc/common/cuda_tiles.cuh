@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <limits>
 
 #include "common/cuda_scratch.cuh"
 
@@ -103,10 +104,12 @@ __global__ void fill_bins(const Setup* setups, int64_t num_triangles, TileGrid g
 // setup_and_count(setups, counts) launches the kernel that writes the setups [B*F] and adds each
 // to the int64 counts [tiles + 1] of the tiles it touches (count_tiles); counts start at zero. A
 // grid of no tiles (an empty batch) calls neither, since CUDA refuses a launch of no blocks.
-// binned_pairs gets the total; above max_pairs, nothing is binned or used.
+// A caller whose use_bins counts in 32 bits passes its max_pairs: *binned_pairs (when given) gets
+// the total, and above max_pairs nothing is binned or used.
 template <typename Setup, typename SetupAndCount, typename UseBins>
-cudaError_t with_tile_bins(const TileGrid& grid, int64_t num_triangles, int64_t max_pairs, int64_t& binned_pairs,
-                           cudaStream_t stream, const SetupAndCount& setup_and_count, const UseBins& use_bins) {
+cudaError_t with_tile_bins(const TileGrid& grid, int64_t num_triangles, cudaStream_t stream,
+                           const SetupAndCount& setup_and_count, const UseBins& use_bins,
+                           int64_t max_pairs = std::numeric_limits<int64_t>::max(), int64_t* binned_pairs = nullptr) {
   const int64_t tiles = grid.count(), items = grid.batch * num_triangles;
   if (tiles == 0) return cudaSuccess;
   Scratch<Setup> setups(items, stream);
@@ -121,7 +124,7 @@ cudaError_t with_tile_bins(const TileGrid& grid, int64_t num_triangles, int64_t 
   }
   int64_t total = 0;
   DR_CUDA_TRY(running_sum(counts.get(), offsets.get(), tiles, stream, &total));
-  binned_pairs = total;
+  if (binned_pairs) *binned_pairs = total;
   if (total > max_pairs) return cudaSuccess;
   Scratch<int32_t> entries(total, stream);
   DR_CUDA_TRY(entries.status());

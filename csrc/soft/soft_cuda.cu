@@ -387,10 +387,10 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
   // CUB's segmented sort counts its segments, the tiles, in int (2^31 tiles: terabytes of image).
   if (grid.count() > INT32_MAX) return cudaErrorInvalidValue;
   return with_tile_bins<SoftTriangle<T>>(
-      grid, num_triangles, kSoftCudaMaxBinnedPairs, counts.binned_pairs, stream,
-      [&](SoftTriangle<T>* setups, int64_t* counts) {
+      grid, num_triangles, stream,
+      [&](SoftTriangle<T>* setups, int64_t* tile_counts) {
         setup_and_count<T><<<blocks_for(batch * num_triangles), kThreads, 0, stream>>>(
-            screen, triangles, num_vertices, num_triangles, c, grid, setups, counts);
+            screen, triangles, num_vertices, num_triangles, c, grid, setups, tile_counts);
       },
       [&](const SoftTriangle<T>* setups, const int64_t* offsets, const int32_t* entries, int64_t total) {
         // Each tile's triangles in index order: the CPU's order, whatever order the atomics filled.
@@ -412,7 +412,8 @@ cudaError_t soft_rasterize_forward_cuda(const SoftParams& params, const T* scree
             setups, triangles, attributes, background, texture, num_vertices, num_triangles, c, modes, grid, offsets,
             sorted.get(), image, aux, hard_ids);
         return cudaGetLastError();
-      });
+      },
+      kSoftCudaMaxBinnedPairs, &counts.binned_pairs);
 }
 
 template <typename T>
