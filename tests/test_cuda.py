@@ -354,13 +354,17 @@ def soft_scene(seed, batch=2, faces=40, channels=3, dtype=torch.float64, spread=
     return clip, triangles, attributes, background
 
 
+def soft_raw_settings(rgb="softmax", alpha="prod", dist="euclidean", cull=False):
+    """SOFT_SETTINGS and these modes as the compiled soft ops take them (sigma ... cull_backfaces)."""
+    s = SOFT_SETTINGS
+    return s["sigma_val"], s["gamma_val"], 1e-4, 1e-3, s["near_clip"], s["far_clip"], rgb, alpha, dist, cull
+
+
 def soft_raw_forward(device, clip, triangles, attributes, background, rgb, alpha, dist, cull, width, height):
     """image, aux and hard_ids straight from the op, on `device`, returned on the CPU."""
-    s = SOFT_SETTINGS
     screen = soft._to_screen(clip.to(device))
     out = _C.soft_rasterize_forward(screen, triangles.to(device), attributes.to(device), background.to(device),
-                                    s["sigma_val"], s["gamma_val"], 1e-4, 1e-3, s["near_clip"], s["far_clip"],
-                                    rgb, alpha, dist, cull, width, height)
+                                    *soft_raw_settings(rgb, alpha, dist, cull), width, height)
     return [t.cpu() for t in out]
 
 
@@ -488,9 +492,6 @@ def copies_of_a_view_filling_triangle(count, device):
     return screen, torch.tensor([[0, 1, 2]], device=device).expand(count, 3).contiguous()
 
 
-SOFT_RAW_SETTINGS = (1e-4, 1e-4, 1e-4, 1e-3, 0.1, 10.0, "softmax", "prod", "euclidean", False)
-
-
 def test_soft_calls_beyond_the_kernels_32_bit_counts_say_so(gpu):
     # Each copy of the triangle is binned to every tile and walked row by row: just past the
     # forward's limit on binned pairs, and the backward's on walk chunks (a third of it: three
@@ -501,7 +502,7 @@ def test_soft_calls_beyond_the_kernels_32_bit_counts_say_so(gpu):
     no_colors, no_background = torch.zeros(1, 3, 0, device=gpu.device), torch.zeros(0, device=gpu.device)
     with gpu(), pytest.raises(ValueError, match=rf"on CUDA bins at most {limit} \(triangle, 16x16 tile\) pairs a "
                                                 rf"call, got {triangles.shape[0] * tiles}: render fewer"):
-        _C.soft_rasterize_forward(screen, triangles, no_colors, no_background, *SOFT_RAW_SETTINGS, 1024, 1024)
+        _C.soft_rasterize_forward(screen, triangles, no_colors, no_background, *soft_raw_settings(), 1024, 1024)
 
     rows = 256  # and as many pixels a row: one walk chunk a row
     screen, triangles = copies_of_a_view_filling_triangle(limit // 3 // rows + 1, gpu.device)
@@ -511,7 +512,7 @@ def test_soft_calls_beyond_the_kernels_32_bit_counts_say_so(gpu):
     with gpu(), pytest.raises(ValueError, match=rf"backward on CUDA walks at most {limit // 3} walk chunks .* a call, "
                                                 rf"got {triangles.shape[0] * rows}: back-propagate fewer"):
         _C.soft_rasterize_backward(screen, triangles, no_colors, no_background, image, aux, no_ids,
-                                   torch.ones_like(image), *SOFT_RAW_SETTINGS)
+                                   torch.ones_like(image), *soft_raw_settings())
 
 
 def test_soft_screen_filling_triangles_are_walked_in_chunks(gpu):
