@@ -493,15 +493,16 @@ def copies_of_a_view_filling_triangle(count, device):
 
 
 def test_soft_calls_beyond_the_kernels_32_bit_counts_say_so(gpu):
-    # Each copy of the triangle is binned to every tile and walked row by row: just past the
-    # forward's limit on binned pairs, and the backward's on walk chunks (a third of it: three
-    # corner rows a chunk), each call stops after counting and names what was too large.
+    # Each copy of the triangle is binned to every tile and walked row by row: one image just past
+    # the forward's limit on binned pairs, and the backward's on walk chunks (a third of it: three
+    # corner rows a chunk), cannot be sliced, so each call stops after counting and names what was
+    # too large.
     limit = gpu.soft_max_binned_pairs
     tiles = (1024 // 16) ** 2
     screen, triangles = copies_of_a_view_filling_triangle(limit // tiles + 1, gpu.device)
     no_colors, no_background = torch.zeros(1, 3, 0, device=gpu.device), torch.zeros(0, device=gpu.device)
-    with gpu(), pytest.raises(ValueError, match=rf"on CUDA bins at most {limit} \(triangle, 16x16 tile\) pairs a "
-                                                rf"call, got {triangles.shape[0] * tiles}: render fewer"):
+    with gpu(), pytest.raises(ValueError, match=rf"on CUDA bins at most {limit} \(triangle, 16x16 tile\) pairs an "
+                                                rf"image, got {triangles.shape[0] * tiles}: render a smaller"):
         _C.soft_rasterize_forward(screen, triangles, no_colors, no_background, *soft_raw_settings(), 1024, 1024)
 
     rows = 256  # and as many pixels a row: one walk chunk a row
@@ -509,10 +510,104 @@ def test_soft_calls_beyond_the_kernels_32_bit_counts_say_so(gpu):
     image = torch.zeros(1, rows, rows, 1, device=gpu.device)
     aux = torch.zeros(1, rows, rows, 4, device=gpu.device)
     no_ids = torch.zeros(0, dtype=torch.long, device=gpu.device)
-    with gpu(), pytest.raises(ValueError, match=rf"backward on CUDA walks at most {limit // 3} walk chunks .* a call, "
-                                                rf"got {triangles.shape[0] * rows}: back-propagate fewer"):
+    with gpu(), pytest.raises(ValueError, match=rf"backward on CUDA walks at most {limit // 3} walk chunks .* an image, "
+                                                rf"got {triangles.shape[0] * rows}: back-propagate a smaller"):
         _C.soft_rasterize_backward(screen, triangles, no_colors, no_background, image, aux, no_ids,
                                    torch.ones_like(image), *soft_raw_settings())
+
+
+def view_filling_batch(seed, batch, count, texture_batch):
+    """screen [B,3·count,3] of `count` triangles around the whole view per image, each with its own
+    corners and depths; triangles [count,3]; attributes [B,3·count,A] (colours, or textured (u, v,
+    scale[3], offset[3])); background [3]; texture [texture_batch,9,13,3] or None; float64."""
+    g = torch.Generator().manual_seed(seed)
+    corners = torch.tensor([[-3.0, -3.0], [9.0, -3.0], [-3.0, 9.0]], dtype=torch.float64).repeat(count, 1)
+    xy = corners + torch.rand(batch, 3 * count, 2, generator=g, dtype=torch.float64)
+    screen = torch.cat([xy, 0.4 + 0.6 * torch.rand(batch, 3 * count, 1, generator=g, dtype=torch.float64)], -1)
+    colours = torch.rand(batch, 3 * count, 3, generator=g, dtype=torch.float64)
+    background = torch.rand(3, generator=g, dtype=torch.float64)
+    if texture_batch is None:
+        return screen, torch.arange(3 * count).view(count, 3), colours, background, None
+    uvs = torch.rand(batch, 3 * count, 2, generator=g, dtype=torch.float64) * 2.2 - 0.6
+    attributes = torch.cat([uvs, colours + 0.5, colours * 0.2], dim=-1)
+    texture = torch.rand(texture_batch, 9, 13, 3, generator=g, dtype=torch.float64)
+    return screen, torch.arange(3 * count).view(count, 3), attributes, background, texture
+
+
+def soft_raw_op(direction, screen, triangles, attributes, background, texture, *rest, settings):
+    """_C's soft forward (rest: width, height) or backward (rest: image, aux, hard_ids, grad_image),
+    textured when texture is not None."""
+    textured = () if texture is None else (texture, "wrap")
+    op = getattr(_C, f"soft_rasterize{'' if texture is None else '_textured'}_{direction}")
+    if direction == "forward":
+        return op(screen, triangles, attributes, background, *textured, *settings, *rest)
+    return op(screen, triangles, attributes, background, *textured, *rest, *settings)
+
+
+# Five images split into two and three, the three again into one and two: two images' counts fit
+# in the kernels' limit, three do not. A texture per image, one shared, and none (hard ids).
+SLICED_BATCH = 5
+SLICED_BATCH_MODES = [("softmax", "prod", SLICED_BATCH), ("softmax", "sum", 1), ("hard", "hard", None)]
+
+
+def sliced_batch_scene(limit, per_triangle, texture_batch):
+    """view_filling_batch of SLICED_BATCH images with enough triangles, each counting per_triangle,
+    that two images fit in limit and three do not; and image b's inputs."""
+    if limit > 1 << 20:
+        pytest.skip("passing the kernels' 2^31 - 1 limit takes some 10^9 triangles on a GPU; the emulation "
+                    "lowers the limit to reach it")
+    count = limit * 9 // 20 // per_triangle
+    assert 2 * count * per_triangle <= limit < 3 * count * per_triangle
+    scene = view_filling_batch(9, SLICED_BATCH, count, texture_batch)
+
+    def image_inputs(b):
+        screen, triangles, attributes, background, texture = scene
+        if texture is not None and texture_batch > 1:
+            texture = texture[b:b + 1]
+        return screen[b:b + 1], triangles, attributes[b:b + 1], background, texture
+
+    return scene, image_inputs
+
+
+@pytest.mark.parametrize("rgb,alpha,texture_batch", SLICED_BATCH_MODES)
+def test_soft_forward_renders_a_batch_beyond_its_32_bit_count_in_slices(gpu, rgb, alpha, texture_batch):
+    size = 17  # each triangle is binned to all four tiles, most of whose threads are off the image
+    scene, image_inputs = sliced_batch_scene(gpu.soft_max_binned_pairs, 4, texture_batch)
+    settings = soft_raw_settings(rgb, alpha)
+    forward = lambda *inputs: soft_raw_op("forward", *inputs, size, size, settings=settings)
+    with gpu():
+        outputs = forward(*scene)
+        per_image = [forward(*image_inputs(b)) for b in range(SLICED_BATCH)]
+    assert (rgb == "hard") == (outputs[2].numel() > 0)
+    for batch_output, image_outputs, cpu_output in zip(outputs, zip(*per_image), forward(*scene)):
+        if batch_output.numel():
+            assert torch.equal(batch_output, torch.cat(image_outputs))
+        assert torch.allclose(batch_output.double(), cpu_output.double(), atol=1e-9)
+
+
+@pytest.mark.parametrize("rgb,alpha,texture_batch", SLICED_BATCH_MODES)
+def test_soft_backward_takes_a_batch_beyond_its_32_bit_count_in_slices(gpu, rgb, alpha, texture_batch):
+    size = 4  # each triangle's box is the image: one walk chunk of its 16 pixels
+    scene, image_inputs = sliced_batch_scene(gpu.soft_max_binned_pairs // 3, 1, texture_batch)
+    settings = soft_raw_settings(rgb, alpha)
+    image, aux, hard_ids = soft_raw_op("forward", *scene, size, size, settings=settings)
+    grad_image = torch.randn(image.shape, generator=torch.Generator().manual_seed(3), dtype=image.dtype)
+    saved = lambda b: [t[b:b + 1] if t.numel() else t for t in (image, aux, hard_ids, grad_image)]
+    backward = lambda inputs, saved: soft_raw_op("backward", *inputs, *saved, settings=settings)
+    with gpu():
+        grads = backward(scene, (image, aux, hard_ids, grad_image))
+        per_image = [backward(image_inputs(b), saved(b)) for b in range(SLICED_BATCH)]
+    cpu_grads = backward(scene, (image, aux, hard_ids, grad_image))
+    assert len(grads) == (3 if texture_batch is None else 4)
+    for index, (grad, image_grads, cpu_grad) in enumerate(zip(grads, zip(*per_image), cpu_grads)):
+        background_hidden = index == 2 and rgb == "hard"  # under view-filling triangles
+        assert background_hidden or cpu_grad.abs().max() > 0
+        assert torch.allclose(grad, cpu_grad, rtol=1e-9, atol=1e-12), (index, (grad - cpu_grad).abs().max())
+        summed_over_images = index == 2 or (index == 3 and texture_batch == 1)  # the background, a shared texture
+        if summed_over_images:
+            assert torch.allclose(grad, sum(image_grads), rtol=1e-12, atol=1e-14)
+        else:
+            assert torch.equal(grad, torch.cat(image_grads))
 
 
 def test_soft_screen_filling_triangles_are_walked_in_chunks(gpu):

@@ -78,6 +78,104 @@ int64_t color_channels(const at::Tensor& attributes, const SoftTextureInput& tex
   return texture.texels.defined() ? texture.texels.size(3) : attributes.size(2);
 }
 
+#ifdef WITH_CUDA
+// The texture of batch items [first, first + count): a texture per item [B,...] is sliced, a
+// shared one [1,...] kept whole.
+SoftTextureInput batch_slice(const SoftTextureInput& texture, int64_t first, int64_t count) {
+  if (!texture.texels.defined() || texture.texels.size(0) == 1) return texture;
+  return {texture.texels.narrow(0, first, count), texture.wrap};
+}
+
+// The CUDA forward of inputs already checked and contiguous, into image, aux and hard_ids (undefined
+// unless aggr_rgb is 'hard' with colours). A batch
+// whose (triangle, tile) pairs pass the kernels' 32-bit count is rendered in two halves, and so on
+// down to single images: each image's pixels come from its own inputs alone, so the halves give
+// the same bits as one call would. Slices of contiguous tensors along dim 0 are contiguous, so
+// the kernels write straight into the caller's outputs.
+void forward_cuda(const SoftParams& params, const at::Tensor& screen, const at::Tensor& tris,
+                  const at::Tensor& attrs, const at::Tensor& bg, const SoftTextureInput& texture, int64_t channels,
+                  const at::Tensor& image, const at::Tensor& aux, const at::Tensor& hard_ids) {
+  const int64_t batch = screen.size(0);
+  const bool hard = hard_ids.defined();
+  SoftCudaCounts counts;
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_forward_cuda", [&] {
+    check_cuda(soft_rasterize_forward_cuda<scalar_t>(
+                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
+                   bg.data_ptr<scalar_t>(), texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels,
+                   image.data_ptr<scalar_t>(), aux.data_ptr<scalar_t>(), hard ? hard_ids.data_ptr<int64_t>() : nullptr,
+                   counts, current_stream()),
+               "soft_rasterize");
+  });
+  if (counts.binned_pairs <= kSoftCudaMaxBinnedPairs) return;
+  TORCH_CHECK_VALUE(batch > 1, "soft_rasterize on CUDA bins at most ", kSoftCudaMaxBinnedPairs,
+                    " (triangle, 16x16 tile) pairs an image, got ", counts.binned_pairs,
+                    ": render a smaller image, or with a smaller sigma (it widens every triangle's box)");
+  const auto render_items = [&](int64_t first, int64_t count) {
+    forward_cuda(params, screen.narrow(0, first, count), tris, attrs.narrow(0, first, count), bg,
+                 batch_slice(texture, first, count), channels, image.narrow(0, first, count),
+                 aux.narrow(0, first, count), hard ? hard_ids.narrow(0, first, count) : hard_ids);
+  };
+  render_items(0, batch / 2);
+  render_items(batch / 2, batch - batch / 2);
+}
+
+// The texture-gradient records of two consecutive batch slices as one batch's.
+SoftTextureRecords concatenated(const SoftTextureRecords& first, const SoftTextureRecords& second) {
+  SoftTextureRecords records{first.rows, first.batch_offsets};
+  if (second.rows.defined()) records.rows = first.rows.defined() ? at::cat({first.rows, second.rows}) : second.rows;
+  const int64_t shift = first.batch_offsets.back();
+  for (size_t b = 1; b < second.batch_offsets.size(); ++b)
+    records.batch_offsets.push_back(shift + second.batch_offsets[b]);
+  return records;
+}
+
+// The CUDA backward of inputs already checked and contiguous (hard_ids as forward_cuda's):
+// scatters into grad_vertices (zeroed [B,V,3+A]), fills records when textured, and returns
+// d(loss)/d(background) [C]. A batch whose
+// walk chunks pass the kernels' 32-bit count is back-propagated in two halves, and so on down to
+// single images; each image's vertex gradients and records come from its own pixels alone, and
+// the halves' background gradients are added in batch order.
+at::Tensor backward_cuda(const SoftParams& params, const at::Tensor& screen, const at::Tensor& tris,
+                         const at::Tensor& attrs, const SoftTextureInput& texture, int64_t channels,
+                         const at::Tensor& image, const at::Tensor& aux, const at::Tensor& hard_ids,
+                         const at::Tensor& grad_image, const at::Tensor& grad_vertices, SoftTextureRecords& records) {
+  const int64_t batch = screen.size(0);
+  const bool hard = hard_ids.defined();
+  auto grad_background = at::empty({channels}, screen.options());
+  records.batch_offsets.assign(batch + 1, 0);
+  SoftCudaCounts counts;
+  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_backward_cuda", [&] {
+    const std::function<scalar_t*(int64_t)> allocate_records = [&](int64_t count) {
+      records.rows = at::empty({count, 2 + channels}, screen.options());
+      return records.rows.data_ptr<scalar_t>();
+    };
+    check_cuda(soft_rasterize_backward_cuda<scalar_t>(
+                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
+                   texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels,
+                   image.data_ptr<scalar_t>(), aux.data_ptr<scalar_t>(), hard ? hard_ids.data_ptr<int64_t>() : nullptr,
+                   grad_image.data_ptr<scalar_t>(), grad_vertices.data_ptr<scalar_t>(),
+                   grad_background.data_ptr<scalar_t>(), allocate_records, records.batch_offsets.data(), counts,
+                   current_stream()),
+               "soft_rasterize backward");
+  });
+  if (counts.walk_chunks <= kSoftCudaMaxWalkChunks) return grad_background;
+  TORCH_CHECK_VALUE(batch > 1, "soft_rasterize backward on CUDA walks at most ", kSoftCudaMaxWalkChunks,
+                    " walk chunks (about ", kSoftWalkPixels, " pixels of a triangle's box each) an image, got ",
+                    counts.walk_chunks, ": back-propagate a smaller image, or with a smaller sigma");
+  SoftTextureRecords halves[2];
+  const auto back_propagate_items = [&](int64_t first, int64_t count, SoftTextureRecords& half) {
+    const auto items = [&](const at::Tensor& tensor) { return tensor.narrow(0, first, count); };
+    return backward_cuda(params, items(screen), tris, items(attrs), batch_slice(texture, first, count), channels,
+                         items(image), items(aux), hard ? items(hard_ids) : hard_ids, items(grad_image),
+                         items(grad_vertices), half);
+  };
+  const auto grad_first = back_propagate_items(0, batch / 2, halves[0]);
+  const auto grad_second = back_propagate_items(batch / 2, batch - batch / 2, halves[1]);
+  records = concatenated(halves[0], halves[1]);
+  return grad_first + grad_second;
+}
+#endif
+
 std::vector<at::Tensor> forward(const at::Tensor& screen_vertices, const at::Tensor& triangles,
                                 const at::Tensor& attributes, const at::Tensor& background,
                                 const SoftTextureInput& texture, const SoftParams& params) {
@@ -100,19 +198,7 @@ std::vector<at::Tensor> forward(const at::Tensor& screen_vertices, const at::Ten
   }
 #ifdef WITH_CUDA
   const CudaDeviceGuard guard(screen.device());
-  SoftCudaCounts counts;
-  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_forward_cuda", [&] {
-    check_cuda(soft_rasterize_forward_cuda<scalar_t>(
-                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
-                   bg.data_ptr<scalar_t>(), texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels,
-                   image.data_ptr<scalar_t>(), aux.data_ptr<scalar_t>(), hard ? hard_ids.data_ptr<int64_t>() : nullptr,
-                   counts, current_stream()),
-               "soft_rasterize");
-  });
-  TORCH_CHECK_VALUE(counts.binned_pairs <= kSoftCudaMaxBinnedPairs, "soft_rasterize on CUDA bins at most ",
-                    kSoftCudaMaxBinnedPairs, " (triangle, 16x16 tile) pairs a call, got ", counts.binned_pairs,
-                    ": render fewer or smaller images at a time, or with a smaller sigma (it widens every "
-                    "triangle's box)");
+  forward_cuda(params, screen, tris, attrs, bg, texture, channels, image, aux, hard ? hard_ids : at::Tensor());
 #endif
   return {image, aux, hard_ids};
 }
@@ -195,31 +281,12 @@ std::vector<at::Tensor> backward(const at::Tensor& screen_vertices, const at::Te
   }
   // The CUDA kernels scatter into zeroed vertex gradients.
   auto grad_vertices = at::zeros({batch, screen.size(1), 3 + attr_channels}, screen.options());
-  auto grad_background = at::empty({channels}, screen.options());
+  at::Tensor grad_background;
 #ifdef WITH_CUDA
-  check_cuda_scatter_rows(3 * batch * tris.size(0), "soft_rasterize", "triangle corners (3·B·F)");
   const CudaDeviceGuard guard(screen.device());
-  const auto img = image.contiguous(), saved = aux.contiguous(), grad = grad_image.contiguous();
-  const auto ids = hard ? hard_ids.contiguous() : hard_ids;
-  records.batch_offsets.assign(batch + 1, 0);
-  SoftCudaCounts counts;
-  AT_DISPATCH_FLOATING_TYPES(screen.scalar_type(), "soft_rasterize_backward_cuda", [&] {
-    const std::function<scalar_t*(int64_t)> allocate_records = [&](int64_t count) {
-      records.rows = at::empty({count, 2 + channels}, screen.options());
-      return records.rows.data_ptr<scalar_t>();
-    };
-    check_cuda(soft_rasterize_backward_cuda<scalar_t>(
-                   params, screen.data_ptr<scalar_t>(), tris.data_ptr<int64_t>(), attrs.data_ptr<scalar_t>(),
-                   texture.view<scalar_t>(), batch, screen.size(1), tris.size(0), channels, img.data_ptr<scalar_t>(),
-                   saved.data_ptr<scalar_t>(), hard ? ids.data_ptr<int64_t>() : nullptr, grad.data_ptr<scalar_t>(),
-                   grad_vertices.data_ptr<scalar_t>(), grad_background.data_ptr<scalar_t>(), allocate_records,
-                   records.batch_offsets.data(), counts, current_stream()),
-               "soft_rasterize backward");
-  });
-  TORCH_CHECK_VALUE(counts.walk_chunks <= kSoftCudaMaxWalkChunks, "soft_rasterize backward on CUDA walks at most ",
-                    kSoftCudaMaxWalkChunks, " walk chunks (about ", kSoftWalkPixels,
-                    " pixels of a triangle's box each) a call, got ", counts.walk_chunks,
-                    ": back-propagate fewer or smaller images at a time, or with a smaller sigma");
+  grad_background = backward_cuda(params, screen, tris, attrs, texture, channels, image.contiguous(),
+                                  aux.contiguous(), hard ? hard_ids.contiguous() : at::Tensor(),
+                                  grad_image.contiguous(), grad_vertices, records);
 #endif
   return split(grad_vertices, grad_background, records);
 }
