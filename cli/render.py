@@ -63,6 +63,8 @@ def render(
     texture_filter: TextureFilterOption = None,
 ):
     """Render a mesh to an RGBA PNG."""
+    if output.suffix.lower() != ".png":
+        raise bad_argument(f"--output must name a .png file (render writes 8-bit RGBA PNG), got '{output}'")
     height, width = parse_size(size)
     chosen = build_renderer(renderer, sigma, gamma, antialias, texture_filter)
     target_device = resolve_device(device)

@@ -232,6 +232,22 @@ def test_bad_options_fail_cleanly(tmp_path, args, fragment, monkeypatch):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name", ["out.jpg", "noext", "out.png.tmp"])
+def test_output_that_is_not_a_png_name_is_refused_before_any_work(tmp_path, name):
+    out = tmp_path / name
+    result = run_cli("render", "cube", "-o", out, "--size", "16")
+    assert_one_line_error(result, "--output", ".png", name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_upper_case_png_suffix_is_a_png(tmp_path):
+    out = tmp_path / "OUT.PNG"
+    result = run_cli("render", "cube", "-o", out, "--size", "16")
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert read_png(out).shape == (16, 16, 4)
+
+
 def test_missing_or_unwritable_output_folder(tmp_path, monkeypatch):
     result = run_cli("render", "cube", "-o", tmp_path / "nope" / "out.png", "--size", "16")
     assert_one_line_error(result, "does not exist", "nope")
