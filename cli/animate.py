@@ -24,8 +24,8 @@ from .errors import CliError, bad_argument, one_line_errors
 from .render import build_renderer
 from .scene import (AmbientOption, BackgroundOption, ColorOption, DeviceOption, FovOption, GammaOption, LightOption,
                     Look, NoTextureOption, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption,
-                    TextureFilterOption, load_mesh_reporting_warnings, parse_color, parse_light, parse_size,
-                    resolve_device)
+                    TextureFilterOption, check_fov, check_orbit, load_mesh_reporting_warnings, parse_color,
+                    parse_light, parse_size, resolve_device)
 
 HELP = ("Animate a mesh on a turntable, or replay a fit next to its targets, as MP4, GIF or PNG frames.\n\n"
         "Frame k of a turntable looks from azimuth + degrees·k/frames. A fit folder replays one frame per saved "
@@ -116,14 +116,10 @@ def animate(
     kind = _check_output(output, fps)
     if frames < 1:
         raise bad_argument(f"--frames must be at least 1, got {frames}")
-    if not (math.isfinite(degrees) and math.isfinite(azimuth)):
-        raise bad_argument("--degrees and --azimuth must be finite")
-    if not -90.0 < elevation < 90.0:
-        raise bad_argument(f"--elevation must lie in (-90, 90) degrees (the camera's up is +y), got {elevation:g}")
-    if distance is not None and not (distance > 0 and math.isfinite(distance)):
-        raise bad_argument(f"--distance must be positive, got {distance:g}")
-    if not 0 < fov < 180:
-        raise bad_argument(f"--fov must lie in (0, 180) degrees, got {fov:g}")
+    if not math.isfinite(degrees):
+        raise bad_argument(f"--degrees must be finite, got {degrees:g}")
+    check_orbit(azimuth, elevation, distance)
+    check_fov(fov)
     chosen = build_renderer(renderer, sigma, gamma, texture_filter=texture_filter)
     target_device = resolve_device(device)
     look = Look(lights=light, ambient=ambient, color=color, background=background, specular=specular,

@@ -1,6 +1,7 @@
 """`diffrender render MESH -o out.png`: one RGBA image of a mesh file or built-in shape."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -22,8 +23,9 @@ def build_renderer(name: str, sigma: float, gamma: float, antialias: bool = Fals
     """The renderer the options name; ``texture_filter`` None keeps the barycentric default."""
     if name not in ("barycentric", "soft"):
         raise bad_argument(f"--renderer must be barycentric or soft, got '{name}'")
-    if sigma <= 0 or gamma <= 0:
-        raise bad_argument("--sigma and --gamma must be positive")
+    for option, value in (("--sigma", sigma), ("--gamma", gamma)):
+        if not 0 < value < math.inf:
+            raise bad_argument(f"{option} must be a positive finite number, got {value:g}")
     if antialias and name != "barycentric":
         raise bad_argument("--antialias applies to the barycentric renderer (soft edges are already smooth)")
     if texture_filter is not None and texture_filter not in FILTERS:

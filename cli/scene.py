@@ -132,8 +132,8 @@ class Look:
     def material(self, batch: int) -> Material:
         ambient = torch.tensor(parse_color(self.ambient, "--ambient")).expand(batch, 3)
         specular = torch.tensor(parse_color(self.specular, "--specular"))
-        if self.shininess <= 0:
-            raise bad_argument(f"--shininess must be positive, got {self.shininess}")
+        if not 0 < self.shininess < math.inf:
+            raise bad_argument(f"--shininess must be a positive finite number, got {self.shininess:g}")
         return Material(ambient=ambient, specular=specular.expand(batch, 3) if specular.any() else None,
                         shininess=self.shininess)
 
@@ -181,22 +181,39 @@ def load_mesh_reporting_warnings(source: str) -> Mesh:
     return mesh
 
 
+def check_fov(fov: float) -> None:
+    if not 0 < fov < 180:
+        raise bad_argument(f"--fov must lie in (0, 180) degrees, got {fov:g}")
+
+
+def check_orbit(azimuth: float, elevation: float, distance: Optional[float]) -> None:
+    """Refuses --azimuth/--elevation/--distance that would frame nothing: a non-finite angle, or a
+    pole, where the orbit's +y up is parallel to the view and the camera's roll is undefined."""
+    if not math.isfinite(azimuth):
+        raise bad_argument(f"--azimuth must be finite, got {azimuth:g}")
+    if not -90.0 < elevation < 90.0:
+        raise bad_argument(f"--elevation must lie in (-90, 90) degrees (the camera's up is +y), got {elevation:g}")
+    if distance is not None and not 0 < distance < math.inf:
+        raise bad_argument(f"--distance must be a positive finite number, got {distance:g}")
+
+
 def camera_for(mesh: Mesh, height: int, width: int, fov: float, azimuth: float, elevation: float,
                distance: Optional[float], eye: Optional[str], lookat: str, up: str) -> Camera:
     """--eye/--lookat/--up places the camera exactly (API defaults for near/far); otherwise the
     mesh is framed from --azimuth/--elevation/--distance."""
     from diffrender.camera import frame_vertices
 
-    if not 0 < fov < 180:
-        raise bad_argument(f"--fov must lie in (0, 180) degrees, got {fov}")
+    check_fov(fov)
     if eye is not None:
         eye_t = torch.tensor([parse_floats(eye, 3, "--eye")])
         lookat_t = torch.tensor([parse_floats(lookat, 3, "--lookat")])
         up_t = torch.tensor([parse_floats(up, 3, "--up")])
         if torch.allclose(eye_t, lookat_t):
             raise bad_argument("--eye and --lookat must differ")
+        view = torch.nn.functional.normalize(lookat_t - eye_t, dim=-1)
+        if torch.linalg.cross(view, up_t).norm() <= 1e-6 * up_t.norm():
+            raise bad_argument(f"--up must be non-zero and not parallel to --lookat minus --eye, got '{up}'")
         return Camera(eye_t, lookat_t, up_t, fov_y=fov)
-    if distance is not None and distance <= 0:
-        raise bad_argument(f"--distance must be positive, got {distance}")
+    check_orbit(azimuth, elevation, distance)
     return frame_vertices(mesh.vertices, azimuth, elevation, fov_y=fov, aspect_ratio=width / height,
                           distance=distance)

@@ -220,6 +220,21 @@ def test_truncated_binary_mesh(tmp_path):
     (["--light", "x"], "--light"),
     (["--renderer", "magic"], "--renderer"),
     (["--fov", "0"], "--fov"),
+    (["--azimuth", "nan"], "--azimuth"),
+    (["--elevation", "inf"], "--elevation"),
+    (["--elevation", "90"], "--elevation"),
+    (["--elevation", "-90"], "--elevation"),
+    (["--distance", "inf"], "--distance"),
+    (["--distance", "nan"], "--distance"),
+    (["--eye", "0,3,0"], "--up"),
+    (["--eye", "0,0,3", "--up", "0,0,0"], "--up"),
+    (["--eye", "1,2,3", "--lookat", "0,0,0", "--up", "-2,-4,-6"], "--up"),
+    (["--shininess", "nan"], "--shininess"),
+    (["--shininess", "inf"], "--shininess"),
+    (["--renderer", "soft", "--sigma", "inf"], "--sigma"),
+    (["--renderer", "soft", "--sigma", "nan"], "--sigma"),
+    (["--renderer", "soft", "--gamma", "inf"], "--gamma"),
+    (["--renderer", "soft", "--gamma", "0"], "--gamma"),
 ])
 def test_bad_options_fail_cleanly(tmp_path, args, fragment, monkeypatch):
     import diffrender.cli.scene as scene
