@@ -34,6 +34,8 @@ from diffrender.video import MAX_FPS
 from .errors import CliError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# An icosphere template of 8 subdivisions has 1.3M triangles; each more is 4× that.
+MAX_SUBDIVISIONS = 8
 
 
 class ConfigError(CliError):
@@ -133,6 +135,13 @@ def _texture_size(value: Any) -> int:
     return size
 
 
+def _subdivisions(value: Any) -> int:
+    count = _non_negative(_integer)(value)
+    if count > MAX_SUBDIVISIONS:
+        raise ValueError(f"at most {MAX_SUBDIVISIONS} ({20 * 4**MAX_SUBDIVISIONS:,} triangles), got {value!r}")
+    return count
+
+
 def _intensity(value: Any):
     return _numbers(3)(value) if isinstance(value, list) else _non_negative(_number)(value)
 
@@ -218,7 +227,7 @@ class LightConfig:
 @dataclass
 class InitConfig:
     mesh: str = key("sphere", _string, "a built-in shape (sphere, cube, teapot) or a mesh file")
-    subdivisions: int = key(3, _non_negative(_integer), "icosphere subdivisions for the sphere")
+    subdivisions: int = key(3, _subdivisions, f"icosphere subdivisions for the sphere, at most {MAX_SUBDIVISIONS}")
     scale: float = key(1.0, _positive(_number))
     euler: Vec3 = key((0.0, 0.0, 0.0), _numbers(3), "initial pose, radians, R = Rz·Ry·Rx")
     translation: Vec3 = key((0.0, 0.0, 0.0), _numbers(3))

@@ -38,7 +38,7 @@ ASPECT_TOLERANCE = 0.01
 # Flags that set one config key each: (parameter name, dotted key, how to convert the text).
 _LIST = (lambda text, flag: [part.strip() for part in text.split(",") if part.strip()])
 _VEC3 = (lambda text, flag: parse_floats(text, 3, flag))
-_SIZE = (lambda text, flag: list(parse_size(text)))
+_SIZE = (lambda text, flag: list(parse_size(text, option=flag)))
 _RGB = (lambda text, flag: text if text == "auto" else parse_floats(text, 3, flag))
 _PLAIN = (lambda value, flag: value)
 FLAG_KEYS = {
@@ -168,8 +168,20 @@ def _load_targets(config: FitConfig) -> Tuple[Tuple[int, int], List[Optional[tor
             warnings.warn(f"{described}: resized")
             rgba = resize_image(rgba, tuple(size))
         background = None if config.background == "auto" else config.background
-        targets.append(silhouette_target(rgba, has_alpha, background, config.threshold))
+        target = silhouette_target(rgba, has_alpha, background, config.threshold)
+        _warn_if_silhouette_is_uniform(str(view.target), target[..., 3], has_alpha)
+        targets.append(target)
     return tuple(size), targets
+
+
+def _warn_if_silhouette_is_uniform(name: str, alpha: torch.Tensor, has_alpha: bool) -> None:
+    """A silhouette that is the same in every pixel (empty, or covering the image) gives the fit no
+    outline to match: most often a background or threshold that does not suit the image."""
+    if float(alpha.amax()) > float(alpha.amin()):
+        return
+    what = "no object pixels" if float(alpha.amax()) == 0 else "the same coverage in every pixel"
+    how = "its alpha channel" if has_alpha else "--background and --threshold"
+    warnings.warn(f"target {name} has {what} (silhouette from {how}); the fit has no outline to match")
 
 
 def settings_from(config: FitConfig) -> FitSettings:

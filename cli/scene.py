@@ -55,7 +55,7 @@ def parse_light(text: str) -> Tuple[List[float], List[float]]:
     return xyz, rgb
 
 
-def check_memory(height: int, width: int, batch: int = 1) -> None:
+def check_memory(height: int, width: int, batch: int = 1, option: str = "--size") -> None:
     needed = height * width * batch * BYTES_PER_PIXEL
     try:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -63,26 +63,26 @@ def check_memory(height: int, width: int, batch: int = 1) -> None:
         available = 16 << 30
     if needed > available // 2:
         raise bad_argument(f"image size {width}x{height} needs about {needed / 2**30:.1f} GiB, more than "
-                           f"half of this machine's {available / 2**30:.0f} GiB; choose a smaller --size")
+                           f"half of this machine's {available / 2**30:.0f} GiB; choose a smaller {option}")
 
 
-def parse_size(text: str, batch: int = 1) -> Tuple[int, int]:
+def parse_size(text: str, batch: int = 1, option: str = "--size") -> Tuple[int, int]:
     """'WxH' or 'N' (square) as (height, width), refusing non-positive and absurd sizes."""
     parts = str(text).lower().split("x")
     try:
         numbers = [int(p) for p in parts]
     except ValueError:
-        raise bad_argument(f"--size must look like 512x512 or 512, got '{text}'") from None
+        raise bad_argument(f"{option} must look like 512x512 or 512, got '{text}'") from None
     if len(numbers) == 1:
         numbers *= 2
     if len(numbers) != 2:
-        raise bad_argument(f"--size must look like 512x512 or 512, got '{text}'")
+        raise bad_argument(f"{option} must look like 512x512 or 512, got '{text}'")
     width, height = numbers
     if width <= 0 or height <= 0:
-        raise bad_argument(f"--size must be positive, got '{text}'")
+        raise bad_argument(f"{option} must be positive, got '{text}'")
     if width > MAX_SIDE or height > MAX_SIDE:
-        raise bad_argument(f"--size '{text}' exceeds the {MAX_SIDE}-pixel limit per side")
-    check_memory(height, width, batch)
+        raise bad_argument(f"{option} '{text}' exceeds the {MAX_SIDE}-pixel limit per side")
+    check_memory(height, width, batch, option)
     return height, width
 
 

@@ -112,6 +112,7 @@ def test_wrong_type_names_file_line_and_key(tmp_path, target):
     ("[soft]\nsigma = -1e-4\n", ":2: soft.sigma: must be positive"),
     ("[output]\nfps = 0\n", ":2: output.fps: must lie in (0, 240]"),
     ("views = 3\n", ":1: views: expected an array of tables"),
+    ("[init]\nsubdivisions = 9\n", ":2: init.subdivisions: at most 8 (1,310,720 triangles), got 9"),
 ])
 def test_bad_values_name_the_line_and_key(tmp_path, text, fragment):
     path = write(tmp_path, text)

@@ -314,9 +314,10 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
 @pytest.mark.skipif(HAS_CUDA, reason="checks the refusal where CUDA cannot run (a CPU-only build, or no GPU)")
 @pytest.mark.parametrize("command", [["render", "cube"], ["fit", "--config", str(DEMO), "--steps", "2"]])
 def test_device_cuda_is_refused_cleanly_where_cuda_cannot_run(tmp_path, command):
-    result = run_cli(*command, "-o", tmp_path / "out", "--device", "cuda")
+    output = tmp_path / ("out.png" if command[0] == "render" else "out")
+    result = run_cli(*command, "-o", output, "--device", "cuda")
     assert_one_line_error(result, "--device cuda", "torch sees no CUDA GPU" if _C.with_cuda() else "built without CUDA")
-    assert not (tmp_path / "out").exists()
+    assert not output.exists()
 
 
 def fit_on(device: str, folder: Path) -> dict:

@@ -546,6 +546,28 @@ def test_targets_of_the_same_aspect_are_resized_with_a_warning(tmp_path):
     assert json.loads((out / "params.json").read_text())["image_size"] == [24, 32]
 
 
+@pytest.mark.parametrize("name, pixels, fragment", [
+    ("blank.png", np.full((24, 32, 3), 255, dtype=np.uint8), "no object pixels (silhouette from --background"),
+    ("clear.png", np.zeros((24, 32, 4), dtype=np.uint8), "no object pixels (silhouette from its alpha"),
+    ("opaque.png", np.full((24, 32, 4), 200, dtype=np.uint8), "the same coverage in every pixel (silhouette from its alpha"),
+])
+def test_a_target_with_a_uniform_silhouette_warns_in_one_line(tmp_path, name, pixels, fragment):
+    Image.fromarray(pixels).save(tmp_path / name)
+    result = run_cli("fit", tmp_path / name, "-o", tmp_path / "out", "--steps", "1", "--subdivisions", "1")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"target {tmp_path / name} has {fragment}" in warnings[0], result.stderr
+
+
+def test_a_target_with_an_outline_does_not_warn(tmp_path):
+    pixels = np.zeros((24, 32, 4), dtype=np.uint8)
+    pixels[6:18, 8:24] = 255
+    Image.fromarray(pixels).save(tmp_path / "square.png")
+    result = run_cli("fit", tmp_path / "square.png", "-o", tmp_path / "out", "--steps", "1", "--subdivisions", "1")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr, result.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input: one line, non-zero exit, no files
 # --------------------------------------------------------------------------------------------
@@ -592,6 +614,11 @@ def test_config_errors_name_file_line_and_key(tmp_path):
     result = run_cli("fit", "--config", write_config(tmp_path, SYNTHETIC_CONFIG), "-o", tmp_path / "out",
                      "--synthetic", "dodecahedron")
     assert_one_line_error(result, "dodecahedron")
+    result = run_cli("fit", "--config", config, "-o", tmp_path / "out", "--image-size", "0")
+    assert_one_line_error(result, "--image-size must be positive", code=2)
+    # A template past the bound would hang building 20·4^n triangles before the first step.
+    result = run_cli("fit", "--config", config, "-o", tmp_path / "out", "--subdivisions", "12")
+    assert_one_line_error(result, "--subdivisions: init.subdivisions: at most 8", code=2)
     assert_nothing_written(tmp_path, "fit.toml")
 
 
