@@ -217,6 +217,21 @@ class ViewConfig:
     elevation: Optional[float] = key(None, _number)
     distance: Optional[float] = key(None, _positive(_number))
 
+    def camera_position(self) -> Vec3:
+        """The eye, or the point on the orbit around lookat that azimuth/elevation/distance name."""
+        if self.eye is not None:
+            return self.eye
+        az, el = math.radians(self.azimuth), math.radians(self.elevation)
+        offset = (math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az))
+        return tuple(c + self.distance * o for c, o in zip(self.lookat, offset))
+
+
+def _rolls_freely(eye: Vec3, lookat: Vec3, up: Vec3) -> bool:
+    """Whether up is zero or parallel to the view, leaving the camera's roll undefined."""
+    view = [c - e for e, c in zip(eye, lookat)]
+    cross = (view[1] * up[2] - view[2] * up[1], view[2] * up[0] - view[0] * up[2], view[0] * up[1] - view[1] * up[0])
+    return math.hypot(*cross) <= 1e-6 * math.hypot(*view) * math.hypot(*up) or not any(up)
+
 
 @dataclass
 class LightConfig:
@@ -428,6 +443,12 @@ def _check_views(config: FitConfig, origins: Origins, base: Path) -> None:
             raise origins.error(prefix, "needs a camera: eye = [x, y, z], or azimuth, elevation and distance")
         if view.eye is not None and math.dist(view.eye, view.lookat) < 1e-9:
             raise origins.error(f"{prefix}.eye", "eye and lookat must differ")
+        if _rolls_freely(view.camera_position(), view.lookat, view.up):
+            where = "lookat - eye" if view.eye is not None else "the view from this azimuth and elevation"
+            raise origins.error(f"{prefix}.up", f"must be non-zero and not parallel to {where}")
+        true_eye = config.synthetic.eye if config.synthetic is not None else None
+        if true_eye is not None and _rolls_freely(true_eye, view.lookat, view.up):
+            raise origins.error("synthetic.eye", f"looks along {prefix}.up, which leaves the camera's roll undefined")
         if view.target is None:
             if config.synthetic is None:
                 raise origins.error(prefix, "has no target image (add target = \"file.png\", or a [synthetic] section)")

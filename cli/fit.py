@@ -6,7 +6,6 @@ The command only turns flags into config overrides, the validated config into a
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -119,15 +118,8 @@ def _load_shape(source: str, subdivisions: int, normals: str, color, scale: floa
 def _cameras(config: FitConfig) -> Camera:
     eyes, lookats, ups = [], [], []
     for view in config.views:
-        lookat = torch.tensor(view.lookat)
-        if view.eye is not None:
-            eye = torch.tensor(view.eye)
-        else:
-            az, el = math.radians(view.azimuth), math.radians(view.elevation)
-            eye = lookat + view.distance * torch.tensor([math.cos(el) * math.sin(az), math.sin(el),
-                                                         math.cos(el) * math.cos(az)])
-        eyes.append(eye)
-        lookats.append(lookat)
+        eyes.append(torch.tensor(view.camera_position(), dtype=torch.float64))
+        lookats.append(torch.tensor(view.lookat))
         ups.append(torch.tensor(view.up))
     return Camera(torch.stack(eyes).float(), torch.stack(lookats).float(), torch.stack(ups).float(),
                   fov_y=config.camera.fov, near=config.camera.near, far=config.camera.far)

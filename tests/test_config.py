@@ -127,6 +127,29 @@ def test_view_needs_exactly_one_kind_of_camera(tmp_path, target):
     assert "views.0: needs a camera" in error_of(neither)
 
 
+@pytest.mark.parametrize("view, fragment", [
+    ("eye = [0, 3, 0]", ":2: views.0.up: must be non-zero and not parallel to lookat - eye"),
+    ("eye = [1, 2, 3]\nup = [2, 4, 6]", ":5: views.0.up: must be non-zero and not parallel to lookat - eye"),
+    ("eye = [0, 0, 3]\nup = [0, 0, 0]", ":5: views.0.up: must be non-zero"),
+    ("azimuth = 30\nelevation = 90\ndistance = 3", "views.0.up: must be non-zero and not parallel to the view from"),
+    ("azimuth = 30\nelevation = -90\ndistance = 3", "views.0.up: must be non-zero and not parallel to the view from"),
+])
+def test_an_up_along_the_view_is_refused(tmp_path, target, view, fragment):
+    """A camera whose up is zero or parallel to its view has no defined roll (a singular view matrix)."""
+    assert fragment in error_of(write(tmp_path, f'\n[[views]]\ntarget = "{target}"\n{view}\n'))
+
+
+def test_a_synthetic_eye_along_a_views_up_is_refused(tmp_path):
+    path = write(tmp_path, '[[views]]\neye = [0, 0, 3]\n[synthetic]\nmesh = "cube"\neye = [0, 3, 0]\n')
+    assert ":5: synthetic.eye: looks along views.0.up" in error_of(path)
+
+
+def test_cameras_near_a_pole_are_accepted(tmp_path, target):
+    config = load_config(write(tmp_path, f'[[views]]\ntarget = "{target}"\nazimuth = 0\nelevation = 89.9\n'
+                                         f'distance = 3\n[[views]]\ntarget = "{target}"\neye = [0, 3, 0.01]\n'))
+    assert [view.up for view in config.views] == [(0.0, 1.0, 0.0)] * 2
+
+
 def test_missing_target_file_names_the_key_and_the_file(tmp_path):
     path = write(tmp_path, '\n[[views]]\ntarget = "nowhere.png"\neye = [0, 0, 3]\n')
     message = error_of(path)
