@@ -29,11 +29,23 @@ def video_kind(path: str | os.PathLike) -> str:
     """'mp4', 'gif' or 'png-sequence' (a path with a %d-style pattern and a .png suffix)."""
     text = str(path)
     if re.search(r"%0?\d*d", text) and text.lower().endswith(".png"):
+        _check_frame_pattern(text)
         return "png-sequence"
     suffix = Path(text).suffix.lower()
     if suffix in (".mp4", ".gif"):
         return suffix[1:]
     raise VideoError(f"unknown output type '{Path(text).name}': use .mp4, .gif or a pattern like frames/%04d.png")
+
+
+def _check_frame_pattern(text: str) -> None:
+    """A PNG-sequence path must name each frame apart with one %d-style number (and %% for a
+    literal percent sign), since frame k is written to ``text % k``."""
+    try:
+        first, second = text % 0, text % 1
+    except (TypeError, ValueError):
+        first = second = None
+    if first is None or first == second:
+        raise VideoError(f"frame pattern '{Path(text).name}' must hold exactly one %d-style number, like %04d")
 
 
 def check_fps(fps: float) -> None:

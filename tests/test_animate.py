@@ -82,6 +82,12 @@ def test_png_sequence_full_turn_and_frames_match_render(tmp_path):
     assert np.array_equal(read_png(single), images[5])
 
 
+def test_png_sequence_pattern_may_hold_a_literal_percent_sign(tmp_path):
+    result = run_cli("animate", "cube", "-o", tmp_path / "50%%_%02d.png", "--frames", "2", "--size", "16")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["50%_00.png", "50%_01.png"]
+
+
 def test_gif(tmp_path):
     out = tmp_path / "turn.gif"
     result = run_cli("animate", "cube", "-o", out, "--frames", "6", "--fps", "10", "--size", "40x30",
@@ -188,6 +194,9 @@ def test_replay_mp4_and_turntable_of_the_final_mesh(fit_folder, tmp_path):
     (["missing.obj"], ["mesh file not found", "missing.obj"], 1),
     (["teapot", "-o", "{tmp}/out.avi"], ["unknown output type", "out.avi"], 2),
     (["teapot", "-o", "{tmp}/frames.png"], ["unknown output type", "%04d.png"], 2),
+    (["teapot", "-o", "{tmp}/%d_%d.png"], ["frame pattern '%d_%d.png'", "exactly one"], 2),
+    (["teapot", "-o", "{tmp}/a%%d.png"], ["frame pattern 'a%%d.png'", "exactly one"], 2),
+    (["teapot", "-o", "{tmp}/%s_%03d.png"], ["frame pattern '%s_%03d.png'", "exactly one"], 2),
     (["teapot", "--frames", "0"], ["--frames", "at least 1"], 2),
     (["teapot", "--fps", "-5"], ["--fps", "-5"], 2),
     (["teapot", "--fps", "100000"], ["--fps", "100000"], 2),
