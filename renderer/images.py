@@ -34,6 +34,8 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise OutputError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
         raise OutputError(f"output folder is not writable: {folder}")
+    if target.is_dir():
+        raise OutputError(f"output is an existing folder, not a file: {target}")
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=folder)
     os.close(handle)
     try:

@@ -257,6 +257,21 @@ def test_no_ffmpeg(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["00.png", "01.png"]
 
 
+@pytest.mark.parametrize("name", ["out.mp4", "out.gif"])
+def test_output_that_is_an_existing_folder_is_refused_before_any_frame(tmp_path, monkeypatch, name):
+    import diffrender.cli.animate as animate
+
+    def no_frames(*args, **kwargs):
+        pytest.fail("rendered a frame")
+        yield
+
+    monkeypatch.setattr(animate, "turntable_frames", no_frames)
+    (tmp_path / name).mkdir()
+    result = run_cli("animate", "cube", "-o", tmp_path / name, "--size", "16", "--frames", "2")
+    assert_one_line_error(result, "existing folder", name, code=1)
+    assert [p.name for p in tmp_path.rglob("*")] == [name]
+
+
 @pytest.mark.parametrize("name", ["out.mp4", "out.gif", "frames/%02d.png"])
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch, name):
     import diffrender.cli.animate as animate

@@ -263,6 +263,13 @@ def test_upper_case_png_suffix_is_a_png(tmp_path):
     assert read_png(out).shape == (16, 16, 4)
 
 
+def test_output_that_is_an_existing_folder_is_refused(tmp_path):
+    (tmp_path / "out.png").mkdir()
+    result = run_cli("render", "cube", "-o", tmp_path / "out.png", "--size", "16")
+    assert_one_line_error(result, "existing folder", "out.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"] and not any((tmp_path / "out.png").iterdir())
+
+
 def test_missing_or_unwritable_output_folder(tmp_path, monkeypatch):
     result = run_cli("render", "cube", "-o", tmp_path / "nope" / "out.png", "--size", "16")
     assert_one_line_error(result, "does not exist", "nope")
