@@ -17,10 +17,9 @@ from rich.text import Text
 from diffrender import video
 from diffrender.animation import (WHITE, FitFolderError, load_fit, replay_frames, turntable_azimuths,
                                   turntable_cameras, turntable_frames)
-from diffrender.images import OutputError
 from diffrender.video import VideoError, VideoWriter
 
-from .errors import CliError, bad_argument, one_line_errors
+from .errors import CliError, bad_argument, one_line_errors, writing
 from .render import build_renderer
 from .scene import (AmbientOption, BackgroundOption, ColorOption, DeviceOption, FovOption, GammaOption, LightOption,
                     Look, NoTextureOption, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption,
@@ -66,7 +65,8 @@ def _write(output: Path, fps: float, batches: Iterator[np.ndarray], total: int) 
                TimeElapsedColumn(), TimeRemainingColumn())
     started = time.perf_counter()
     try:
-        with VideoWriter(output, fps) as writer, Progress(*columns, console=Console(stderr=True)) as progress:
+        with writing(output), VideoWriter(output, fps) as writer, \
+                Progress(*columns, console=Console(stderr=True)) as progress:
             task = progress.add_task("animate", total=total)
             for batch in batches:
                 for frame in batch:
@@ -74,10 +74,6 @@ def _write(output: Path, fps: float, batches: Iterator[np.ndarray], total: int) 
                 progress.advance(task, len(batch))
     except VideoError as error:
         raise CliError(str(error)) from None
-    except OutputError:
-        raise
-    except OSError as error:  # a full disk, or ffmpeg dying mid-stream
-        raise CliError(f"writing {output} failed: {error.strerror or error}") from None
     return total / (time.perf_counter() - started)
 
 

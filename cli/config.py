@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from diffrender.fit import (CAMERA_PARTS, FIT_PARAMS, LOSS_TERMS, MAX_TEXTURE_SIZE, OPTIMIZERS, POSE_PARTS,
                             TEXTURE_INITS)
 from diffrender.texture import FILTERS as TEXTURE_FILTERS
-from diffrender.video import MAX_FPS
+from diffrender.video import FPS_RANGE, MAX_FPS, MIN_FPS
 
 from .errors import CliError
 
@@ -162,8 +162,8 @@ def _fov(value: Any) -> float:
 
 def _fps(value: Any) -> float:
     converted = _number(value)
-    if not 0.0 < converted <= MAX_FPS:
-        raise ValueError(f"must lie in (0, {MAX_FPS:g}], got {value!r}")
+    if not MIN_FPS <= converted <= MAX_FPS:
+        raise ValueError(f"must lie in {FPS_RANGE}, got {value!r}")
     return converted
 
 

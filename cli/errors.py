@@ -2,6 +2,7 @@
 traceback."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -21,6 +22,18 @@ class CliError(Exception):
 
 def bad_argument(message: str) -> CliError:
     return CliError(message, code=2)
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turns an OSError while writing ``path`` (a full disk, ffmpeg dying mid-stream) into one
+    line naming it; an :class:`OutputError` already names its problem."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise CliError(f"writing {path} failed: {error.strerror or error}") from None
 
 
 def one_line_errors(command):

@@ -28,7 +28,7 @@ from diffrender.shapes import builtin_shape
 from diffrender.video import VideoError
 
 from .config import FitConfig, Override, load_config, parse_value
-from .errors import CliError, bad_argument, one_line_errors
+from .errors import CliError, bad_argument, one_line_errors, writing
 from .scene import DeviceOption, parse_floats, parse_size, resolve_device
 
 # Targets whose aspect ratio differs from the fit's by more than this are an error, not resized.
@@ -290,7 +290,8 @@ def _fit_and_report(config: FitConfig, device: torch.device) -> None:
     folder = Path(config.output.dir)
     prepare_output(folder)
     try:
-        result, params = _run(problem, config, folder, console)
+        with writing(folder):
+            result, params = _run(problem, config, folder, console)
     except (FitError, VideoError) as error:
         raise CliError(str(error)) from None
     ious = ", ".join(f"{value:.3f}" for value in params["iou"])

@@ -18,7 +18,10 @@ import numpy as np
 
 from .images import OutputError, atomic_output
 
-MAX_FPS = 240.0
+# ffmpeg takes the rate as a fraction with a denominator of at most 10^6 (imageio-ffmpeg), so far
+# slower rates would round to 0 frames per second: one frame per 100 s is slow enough.
+MIN_FPS, MAX_FPS = 0.01, 240.0
+FPS_RANGE = f"[{MIN_FPS:g}, {MAX_FPS:g}]"
 
 
 class VideoError(ValueError):
@@ -49,8 +52,8 @@ def _check_frame_pattern(text: str) -> None:
 
 
 def check_fps(fps: float) -> None:
-    if not (0 < fps <= MAX_FPS):
-        raise VideoError(f"fps must lie in (0, {MAX_FPS:g}], got {fps:g}")
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise VideoError(f"fps must lie in {FPS_RANGE}, got {fps:g}")
 
 
 def pad_to_even(frame: np.ndarray) -> np.ndarray:

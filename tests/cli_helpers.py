@@ -27,3 +27,14 @@ def assert_one_line_error(result, *fragments: str, code=(1, 2)):
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+def assert_error_after_progress(result, *fragments: str, code: int = 1):
+    """A clean failure once a progress bar has run: non-zero exit, stderr ending in one `error:`
+    line naming the problem, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)

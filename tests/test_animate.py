@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_helpers import assert_one_line_error, read_png, run_cli
+from cli_helpers import assert_error_after_progress, assert_one_line_error, read_png, run_cli
 from diffrender.animation import turntable_azimuths, turntable_cameras
 from diffrender.camera import Camera
 from diffrender.fit import FitProblem, FitSettings, Pose, Template, Views, render_targets, run_fit
@@ -86,6 +86,14 @@ def test_png_sequence_pattern_may_hold_a_literal_percent_sign(tmp_path):
     result = run_cli("animate", "cube", "-o", tmp_path / "50%%_%02d.png", "--frames", "2", "--size", "16")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["50%_00.png", "50%_01.png"]
+
+
+def test_slowest_frame_rate_reaches_the_video(tmp_path):
+    """ffmpeg takes the rate as a fraction; the slowest accepted one must not round to 0."""
+    out = tmp_path / "slow.mp4"
+    result = run_cli("animate", "cube", "-o", out, "--frames", "2", "--fps", "0.01", "--size", "16")
+    assert result.exit_code == 0, result.output
+    assert imageio.get_reader(out).get_meta_data()["fps"] == pytest.approx(0.01)
 
 
 def test_gif(tmp_path):
@@ -201,6 +209,7 @@ def test_replay_mp4_and_turntable_of_the_final_mesh(fit_folder, tmp_path):
     (["teapot", "--fps", "-5"], ["--fps", "-5"], 2),
     (["teapot", "--fps", "100000"], ["--fps", "100000"], 2),
     (["teapot", "--fps", "nan"], ["--fps"], 2),
+    (["teapot", "--fps", "1e-300"], ["--fps must lie in [0.01, 240]"], 2),
     (["teapot", "--elevation", "90"], ["--elevation"], 2),
     (["teapot", "--azimuth", "nan"], ["--azimuth", "finite"], 2),
     (["teapot", "--degrees", "inf"], ["--degrees", "finite"], 2),
@@ -240,6 +249,22 @@ def test_folder_that_is_not_a_fit_output(tmp_path, fit_folder):
     result = run_cli("animate", broken, "-o", tmp_path / "out.mp4")
     assert_one_line_error(result, "lacks targets", code=1)
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "frames/%02d.png"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, name):
+    import errno
+
+    from diffrender.video import VideoWriter
+
+    def full(self, frame):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(VideoWriter, "append", full)
+    (tmp_path / "frames").mkdir()
+    result = run_cli("animate", "cube", "-o", tmp_path / name, "--size", "16", "--frames", "2")
+    assert_error_after_progress(result, f"writing {tmp_path / name} failed: No space left on device")
+    assert [p.name for p in tmp_path.rglob("*")] == ["frames"]
 
 
 def test_no_ffmpeg(tmp_path, monkeypatch):

@@ -110,7 +110,8 @@ def test_wrong_type_names_file_line_and_key(tmp_path, target):
     ("[loss]\nsilhouette = 0\nedge = 0\nlaplacian = 0\n", ":1: loss: every weight is 0"),
     ("[[lights]]\nintensity = -1\n", ":2: lights.0.intensity: must not be negative"),
     ("[soft]\nsigma = -1e-4\n", ":2: soft.sigma: must be positive"),
-    ("[output]\nfps = 0\n", ":2: output.fps: must lie in (0, 240]"),
+    ("[output]\nfps = 0\n", ":2: output.fps: must lie in [0.01, 240]"),
+    ("[output]\nfps = 1e-300\n", ":2: output.fps: must lie in [0.01, 240]"),
     ("views = 3\n", ":1: views: expected an array of tables"),
     ("[init]\nsubdivisions = 9\n", ":2: init.subdivisions: at most 8 (1,310,720 triangles), got 9"),
 ])

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import diffrender.fit as fit_module
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_error_after_progress, assert_one_line_error, run_cli
 from conftest import reference_file
 from diffrender.camera import Camera
 from diffrender.fit import (FitProblem, FitSettings, LossWeights, Pose, Template, Views, annealed, axis_angle_matrix,
@@ -499,10 +499,7 @@ def test_cli_non_finite_loss_stops_with_a_message_and_keeps_outputs(tmp_path, mo
     monkeypatch.setattr(fit_module, "loss_terms", poisoned)
     out = tmp_path / "out"
     result = run_cli("fit", "--config", write_config(tmp_path, SYNTHETIC_CONFIG), "-o", out)
-    # The progress bar ran before the failure: the message is the last line of stderr.
-    last = result.stderr.strip().splitlines()[-1]
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert last.startswith("error: non-finite loss at step 2") and str(out) in last, result.stderr
+    assert_error_after_progress(result, "error: non-finite loss at step 2", str(out))
     params = json.loads((out / "params.json").read_text())
     assert params["steps_completed"] == 2 and params["stopped"].startswith("non-finite loss")
     assert np.isfinite(load_mesh(out / "fit.obj").vertices.numpy()).all()
@@ -620,6 +617,20 @@ def test_config_errors_name_file_line_and_key(tmp_path):
     result = run_cli("fit", "--config", config, "-o", tmp_path / "out", "--subdivisions", "12")
     assert_one_line_error(result, "--subdivisions: init.subdivisions: at most 8", code=2)
     assert_nothing_written(tmp_path, "fit.toml")
+
+
+def test_a_full_disk_during_the_fit_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from diffrender.video import VideoWriter
+
+    def full(self, frame):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(VideoWriter, "append", full)
+    result = run_cli("fit", "--config", write_config(tmp_path, SYNTHETIC_CONFIG), "-o", tmp_path / "out",
+                     "--steps", "2")
+    assert_error_after_progress(result, f"writing {tmp_path / 'out'} failed: No space left on device")
 
 
 def test_unwritable_output_folder(tmp_path):
