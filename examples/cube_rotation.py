@@ -3,9 +3,13 @@ a rendered target by gradient descent on the image.
 
     .venv/bin/python examples/cube_rotation.py
 """
+import argparse
+
 import torch
 
 from diffrender import barycentric, camera, shapes
+
+argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split())).parse_args()
 
 vertices, faces = shapes.cube()
 normals = vertices / vertices.norm(dim=-1, keepdim=True)  # tf's smooth cube normals

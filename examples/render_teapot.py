@@ -2,7 +2,7 @@
 
     .venv/bin/python examples/render_teapot.py [out.png]
 """
-import sys
+import argparse
 
 import torch
 
@@ -10,6 +10,10 @@ from diffrender import camera, shapes
 from diffrender.images import save_png
 from diffrender.renderers import make_renderer
 from diffrender.shading import Material, PointLights
+
+parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+parser.add_argument("output", nargs="?", default="teapot_renderers.png", help="the PNG to write")
+output = parser.parse_args().output
 
 vertices, faces = shapes.teapot()
 cameras = camera.frame_vertices(vertices, azimuth_deg=[30.0], elevation_deg=20.0)
@@ -23,6 +27,5 @@ for renderer in (make_renderer("barycentric"), make_renderer("soft", sigma=1e-5,
     with torch.no_grad():
         images.append(renderer(vertices[None], faces, colors, cameras, lights, material, (256, 256))[0])
 
-output = sys.argv[1] if len(sys.argv) > 1 else "teapot_renderers.png"
 save_png(output, torch.cat(images, dim=1))
 print(f"wrote {output}: barycentric (left) and soft (right)")

@@ -7,9 +7,9 @@ Writes OUT/sphere.obj (+ .mtl and _texture.png, the ground truth) and the fit fo
 
     .venv/bin/python examples/texture_fit.py [OUT] [STEPS]
 """
+import argparse
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -98,4 +98,8 @@ def main(out: Path, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "texture_fit"), int(sys.argv[2]) if len(sys.argv) > 2 else 200)
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("out", nargs="?", type=Path, default=Path("texture_fit"), help="the output folder")
+    parser.add_argument("steps", nargs="?", type=int, default=200, help="optimiser steps")
+    arguments = parser.parse_args()
+    main(arguments.out, arguments.steps)

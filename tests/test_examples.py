@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -13,6 +14,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def run_example(name, *args, cwd):
     return subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=300, check=True).stdout
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in EXAMPLES.glob("*.py")))
+def test_help_describes_the_example_and_writes_nothing(tmp_path, name):
+    output = run_example(name, "--help", cwd=tmp_path)
+    assert output.startswith(f"usage: {name}") and "show this help message" in output, output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_render_teapot_writes_both_renderers_side_by_side(tmp_path):
