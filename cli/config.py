@@ -142,6 +142,13 @@ def _subdivisions(value: Any) -> int:
     return count
 
 
+def _unit_rgb(value: Any) -> Vec3:
+    rgb = _numbers(3)(value)
+    if not all(0.0 <= c <= 1.0 for c in rgb):
+        raise ValueError(f"expected [r, g, b] in [0, 1], got {list(rgb)}")
+    return rgb
+
+
 def _intensity(value: Any):
     return _numbers(3)(value) if isinstance(value, list) else _non_negative(_number)(value)
 
@@ -246,7 +253,7 @@ class InitConfig:
     scale: float = key(1.0, _positive(_number))
     euler: Vec3 = key((0.0, 0.0, 0.0), _numbers(3), "initial pose, radians, R = Rz·Ry·Rx")
     translation: Vec3 = key((0.0, 0.0, 0.0), _numbers(3))
-    color: Vec3 = key((1.0, 1.0, 1.0), _numbers(3), "initial vertex colour")
+    color: Vec3 = key((1.0, 1.0, 1.0), _unit_rgb, "initial vertex colour")
     normals: str = key("auto", _choice("auto", "radial"),
                        "auto: area-weighted normals of the current shape; radial: normalize(vertex), fixed")
 
@@ -468,6 +475,10 @@ def _check(config: FitConfig, origins: Origins, base: Path) -> FitConfig:
         raise origins.error("camera.near", f"must be less than camera.far ({config.camera.far:g})")
     if config.soft.sigma_final is not None and config.renderer != "soft":
         raise origins.error("soft.sigma_final", "only applies to the soft renderer")
+    # In a file these may serve a preset run with either renderer; a flag asks for this run.
+    for dotted in ("antialias", "texture_filter"):
+        if dotted in origins.flags and config.renderer != "barycentric":
+            raise origins.error(dotted, "only applies to the barycentric renderer")
     if not any(getattr(config.loss, name) > 0 for name in LOSS_TERMS):
         raise origins.error("loss", "every weight is 0: enable at least one loss term")
     _check_views(config, origins, base)

@@ -113,6 +113,7 @@ def test_wrong_type_names_file_line_and_key(tmp_path, target):
     ("[output]\nfps = 0\n", ":2: output.fps: must lie in [0.01, 240]"),
     ("[output]\nfps = 1e-300\n", ":2: output.fps: must lie in [0.01, 240]"),
     ("views = 3\n", ":1: views: expected an array of tables"),
+    ("[init]\ncolor = [1.0, 2.0, 0.5]\n", ":2: init.color: expected [r, g, b] in [0, 1], got [1.0, 2.0, 0.5]"),
     ("[init]\nsubdivisions = 9\n", ":2: init.subdivisions: at most 8 (1,310,720 triangles), got 9"),
 ])
 def test_bad_values_name_the_line_and_key(tmp_path, text, fragment):
@@ -149,6 +150,20 @@ def test_cameras_near_a_pole_are_accepted(tmp_path, target):
     config = load_config(write(tmp_path, f'[[views]]\ntarget = "{target}"\nazimuth = 0\nelevation = 89.9\n'
                                          f'distance = 3\n[[views]]\ntarget = "{target}"\neye = [0, 3, 0.01]\n'))
     assert [view.up for view in config.views] == [(0.0, 1.0, 0.0)] * 2
+
+
+@pytest.mark.parametrize("dotted, value, flag, toml", [("antialias", True, "--antialias", "true"),
+                                                       ("antialias", False, "--antialias", "false"),
+                                                       ("texture_filter", "bilinear", "--texture-filter", '"bilinear"')])
+def test_barycentric_flags_are_refused_for_a_soft_fit_but_not_in_a_shared_preset(tmp_path, target, dotted, value,
+                                                                                    flag, toml):
+    views = f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\n'
+    path = write(tmp_path, f'renderer = "soft"\n{views}')
+    assert error_of(path, [Override(dotted, value, flag)]) == f"{flag}: {dotted}: only applies to the barycentric renderer"
+    barycentric = load_config(path, [Override("renderer", "barycentric", "--renderer"), Override(dotted, value, flag)])
+    assert getattr(barycentric, dotted) == value
+    preset = write(tmp_path, f'renderer = "soft"\n{dotted} = {toml}\n{views}')
+    assert getattr(load_config(preset), dotted) == value
 
 
 def test_missing_target_file_names_the_key_and_the_file(tmp_path):
