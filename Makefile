@@ -46,14 +46,15 @@ test: install cuda-check
 bench: install
 	@for script in tests/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-# Compiles every .cu for each architecture without torch, so CUDA code cannot rot on CPU-only CI.
+# Compiles every .cu for each architecture without torch, so CUDA code cannot rot on CPU-only CI:
+# one nvcc per file for all the architectures (the host side is compiled once), files in parallel.
+GENCODES := $(foreach arch,$(CUDA_ARCHS),-gencode arch=compute_$(arch),code=sm_$(arch))
 cuda-check:
 	@if ! command -v $(NVCC) >/dev/null 2>&1; then echo "cuda-check: nvcc not found, skipped"; exit 0; fi; \
 	files=$$(find csrc -name '*.cu'); \
 	if [ -z "$$files" ]; then echo "cuda-check: no .cu files"; exit 0; fi; \
-	for arch in $(CUDA_ARCHS); do for f in $$files; do \
-		$(NVCC) -std=c++17 -O3 --fmad=false -Icsrc -arch=sm_$$arch -c $$f -o /dev/null || exit 1; \
-	done; done; echo "cuda-check: compiled $$(echo $$files | wc -w) .cu file(s) for sm_$(CUDA_ARCHS)"
+	echo "$$files" | xargs -P "$$(nproc)" -I{} $(NVCC) -std=c++17 -O3 --fmad=false -Icsrc $(GENCODES) -c {} -o /dev/null \
+	|| exit 1; echo "cuda-check: compiled $$(echo $$files | wc -w) .cu file(s) for sm_$(CUDA_ARCHS)"
 
 # The whole CUDA build as a GPU machine does it (pip install against a CUDA torch), imported and
 # tested without a GPU; in .venv-cuda, several GB, so not part of `make test`.
