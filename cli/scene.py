@@ -192,7 +192,7 @@ def check_orbit(azimuth: float, elevation: float, distance: Optional[float]) -> 
     if not math.isfinite(azimuth):
         raise bad_argument(f"--azimuth must be finite, got {azimuth:g}")
     if not -90.0 < elevation < 90.0:
-        raise bad_argument(f"--elevation must lie in (-90, 90) degrees (the camera's up is +y), got {elevation:g}")
+        raise bad_argument(f"--elevation must lie in (-90, 90) degrees (the orbit's up is +y), got {elevation:g}")
     if distance is not None and not 0 < distance < math.inf:
         raise bad_argument(f"--distance must be a positive finite number, got {distance:g}")
 
