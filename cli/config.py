@@ -237,7 +237,7 @@ def _rolls_freely(eye: Vec3, lookat: Vec3, up: Vec3) -> bool:
     """Whether up is zero or parallel to the view, leaving the camera's roll undefined."""
     view = [c - e for e, c in zip(eye, lookat)]
     cross = (view[1] * up[2] - view[2] * up[1], view[2] * up[0] - view[0] * up[2], view[0] * up[1] - view[1] * up[0])
-    return math.hypot(*cross) <= 1e-6 * math.hypot(*view) * math.hypot(*up) or not any(up)
+    return math.hypot(*cross) <= 1e-6 * math.hypot(*view) * math.hypot(*up)
 
 
 @dataclass
