@@ -27,8 +27,28 @@ def _batched(value: FloatOrTensor, batch: int, like: Tensor | None = None) -> Te
     return torch.full((batch,), float(value), dtype=dtype, device=device)
 
 
-def _normalize(v: Tensor, eps: float = 1e-12) -> Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(eps)
+NORMALIZE_EPS = 1e-12
+
+
+def _normalize(v: Tensor) -> Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(NORMALIZE_EPS)
+
+
+def _side_axis(forward: Tensor, world_up: Tensor) -> Tensor:
+    """[B,3] unit image-right axes: perpendicular to ``forward`` and ``world_up``.
+
+    Where the two are parallel (a camera looking straight along its up, as an orbit at elevation
+    ±90° or a fitted eye that drifts there) that cross product vanishes, and normalising it would
+    collapse the scene onto one point; there the axis is taken perpendicular to the world axis
+    least aligned with ``forward`` instead. Only those views change: "vanishes" is the bound
+    below which :func:`_normalize` cannot scale a vector up. No branch reads the tensors on the
+    host, so a batch on a GPU is not synchronised.
+    """
+    side = torch.cross(forward, world_up, dim=-1)
+    axes = torch.eye(3, dtype=forward.dtype, device=forward.device)
+    fallback = torch.cross(forward, axes[forward.detach().abs().argmin(dim=-1)], dim=-1)
+    vanishes = side.detach().norm(dim=-1, keepdim=True) < NORMALIZE_EPS
+    return _normalize(torch.where(vanishes, fallback, side))
 
 
 def look_at(eye: Tensor, center: Tensor, world_up: Tensor) -> Tensor:
@@ -36,7 +56,8 @@ def look_at(eye: Tensor, center: Tensor, world_up: Tensor) -> Tensor:
 
     Args:
         eye, center, world_up: [B,3] float; the camera position, the point it looks at and the
-            world's up direction.
+            world's up direction. Where ``world_up`` is parallel to the view direction (or zero),
+            the image's up is taken from the world axis least aligned with the view instead.
     Returns:
         [B,4,4] float: maps world points to eye space, where the camera sits at the origin looking
         down -z with +y up.
@@ -45,7 +66,7 @@ def look_at(eye: Tensor, center: Tensor, world_up: Tensor) -> Tensor:
         if t.dim() != 2 or t.shape[-1] != 3:
             raise ValueError(f"look_at: {name} must have shape [B,3], got {list(t.shape)}")
     forward = _normalize(center - eye)
-    side = _normalize(torch.cross(forward, world_up, dim=-1))
+    side = _side_axis(forward, world_up)
     up = torch.cross(side, forward, dim=-1)
     rotation = torch.stack([side, up, -forward], dim=1)  # [B,3,3]
     translation = -(rotation @ eye.unsqueeze(-1))  # [B,3,1]

@@ -1,0 +1,83 @@
+"""Camera matrices: look_at's frame, including views straight along the up direction."""
+import pytest
+import torch
+
+from diffrender import camera
+
+
+def _rotation(view):
+    return view[:, :3, :3]
+
+
+def _assert_is_a_view_of(view, eye, center):
+    rotation = _rotation(view)
+    identity = torch.eye(3, dtype=view.dtype).expand_as(rotation)
+    torch.testing.assert_close(rotation @ rotation.transpose(1, 2), identity, atol=1e-6, rtol=0)
+    assert torch.allclose(torch.linalg.det(rotation), torch.ones(len(view), dtype=view.dtype), atol=1e-6)
+    points = torch.stack([eye, center], dim=1)
+    eye_space = camera.transform_homogeneous(view, points)[..., :3]
+    torch.testing.assert_close(eye_space[:, 0], torch.zeros_like(eye), atol=1e-6, rtol=0)
+    distance = (center - eye).norm(dim=-1)
+    torch.testing.assert_close(eye_space[:, 1], torch.stack(
+        [torch.zeros_like(distance), torch.zeros_like(distance), -distance], dim=-1), atol=1e-6, rtol=0)
+
+
+def test_look_at_maps_the_eye_to_the_origin_and_the_target_down_minus_z_with_up_in_view():
+    eye = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.5, -2.0]])
+    center = torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.0, 0.1]])
+    up = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    view = camera.look_at(eye, center, up)
+    _assert_is_a_view_of(view, eye, center)
+    image_up = _rotation(view)[:, 1]
+    assert ((image_up * up).sum(-1) > 0).all(), "the world's up must point up in the image"
+    assert (_rotation(view)[:, 0] * up).sum(-1).abs().max() < 1e-6, "image right must be level"
+
+
+@pytest.mark.parametrize("up", [[0.0, 1.0, 0.0], [0.0, -3.0, 0.0], [0.0, 0.0, 0.0]],
+                         ids=["along", "against", "zero"])
+def test_look_at_along_the_up_direction_still_gives_a_rotation(up):
+    """A camera straight above its target with +y up made a zero rotation, so every point
+    projected to the image centre."""
+    eye = torch.tensor([[0.0, 4.0, 0.0], [0.0, -4.0, 0.0]])
+    center = torch.zeros(2, 3)
+    view = camera.look_at(eye, center, torch.tensor([up, up]))
+    assert torch.isfinite(view).all()
+    _assert_is_a_view_of(view, eye, center)
+
+
+def test_views_near_the_up_direction_keep_the_plain_cross_product():
+    """Only a vanishing cross product takes the fallback: a camera a hair off the pole keeps
+    the frame that world_up gives it, bit for bit."""
+    eye = torch.tensor([[1e-5, 4.0, 0.0], [0.0, 4.0, -1e-9]], dtype=torch.float64)
+    center, up = torch.zeros(2, 3, dtype=torch.float64), torch.tensor([[0.0, 1.0, 0.0]] * 2, dtype=torch.float64)
+    forward = (center - eye) / (center - eye).norm(dim=-1, keepdim=True)
+    side = torch.cross(forward, up, dim=-1)
+    expected_side = side / side.norm(dim=-1, keepdim=True)
+    assert torch.equal(camera.look_at(eye, center, up)[:, 0, :3], expected_side)
+
+
+def test_orbit_straight_down_frames_the_mesh_from_above():
+    """In float64, cos(90°) rounds to 6e-17, so the orbit's eye lies on the up axis."""
+    vertices = torch.tensor([[-1.0, 0.0, -1.0], [1.0, 0.0, -1.0], [1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]],
+                            dtype=torch.float64)
+    cameras = camera.frame_vertices(vertices, [0.0], elevation_deg=90.0)
+    clip = camera.transform_homogeneous(cameras.matrices(1.0), vertices[None])
+    ndc = clip[..., :2] / clip[..., 3:]
+    assert torch.isfinite(ndc).all()
+    assert ndc.abs().max() <= 0.8 + 1e-5
+    assert ndc.abs().amax(dim=1).min() > 0.5, "the square must span the image, not collapse to a point"
+
+
+def test_look_at_gradients_match_finite_differences_including_along_up():
+    eye = torch.tensor([[1.0, 2.0, 3.0], [0.0, 3.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    center = torch.tensor([[0.1, -0.2, 0.3], [0.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    up = torch.tensor([[0.0, 1.0, 0.2], [0.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    # The second view is nudged off the pole so finite differences stay on one side of it.
+    with torch.no_grad():
+        eye[1, 0] += 1e-3
+    assert torch.autograd.gradcheck(camera.look_at, (eye, center, up))
+    pole = (torch.tensor([[0.0, 3.0, 0.0]], dtype=torch.float64, requires_grad=True),
+            torch.zeros(1, 3, dtype=torch.float64, requires_grad=True),
+            torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True))
+    camera.look_at(*pole).sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in pole)
