@@ -3,7 +3,7 @@
 // [F,3] int64 (neighbors[f][k]: the face across edge (corner k, corner k+1) of face f, or -1).
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <vector>
 

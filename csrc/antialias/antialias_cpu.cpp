@@ -4,6 +4,8 @@
 // depend on the thread count.
 #include "antialias/antialias.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
 
 #include "antialias/antialias_math.h"

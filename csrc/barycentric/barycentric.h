@@ -1,7 +1,7 @@
 // Torch-facing barycentric rasterizer ops. Shapes: clip_vertices [B,V,4], triangles [F,3] int64.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <vector>
 

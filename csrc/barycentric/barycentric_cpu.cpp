@@ -3,6 +3,8 @@
 // wins ties) gives the same bits for any thread count.
 #include "barycentric/barycentric.h"
 
+#include <ATen/Dispatch.h>
+
 #include "barycentric/barycentric_math.h"
 #include "barycentric/won_pixel_sums.h"
 #include "common/corner_scatter.h"

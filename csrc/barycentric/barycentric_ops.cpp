@@ -1,6 +1,11 @@
 // Validation and device dispatch for the barycentric rasterizer.
 #include "barycentric/barycentric.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
+
 #include "common/checks.h"
 #include "common/device.h"
 

@@ -1,4 +1,5 @@
 // CPU kernels interpolating per-vertex attributes with the rasterizer's barycentrics.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include "barycentric/barycentric.h"

@@ -2,7 +2,10 @@
 // before a kernel dereferences a pointer.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/aminmax.h>
+#include <ATen/ops/stack.h>
+#include <c10/util/Exception.h>
 
 namespace diffrender {
 

@@ -1,7 +1,8 @@
 // Device dispatch for the torch-facing ops: CPU always; CUDA when built WITH_CUDA.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #if defined(WITH_CUDA) && defined(DIFFRENDER_CUDA_EMULATION)
 #include <cuda_runtime.h>

@@ -1,7 +1,7 @@
 // Torch-facing deferred Phong shading of rasterized pixels (see pixel_shading_math.h).
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <vector>
 

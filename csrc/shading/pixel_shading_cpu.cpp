@@ -1,6 +1,7 @@
 // CPU deferred Phong shading. The backward pass streams the covered pixels once: each is shaded
 // and its attribute gradient summed into its triangle's corners (won_pixel_sums.h), so no sum
 // needs atomics or depends on the thread count.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

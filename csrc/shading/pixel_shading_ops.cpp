@@ -4,6 +4,11 @@
 #include "shading/pixel_shading.h"
 #include "shading/shading.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
+
 #ifdef WITH_CUDA
 #include "shading/shading_cuda.h"
 #endif

@@ -1,7 +1,7 @@
 // Torch-facing Phong shading op (one model for both renderers). Points are [B,N,...].
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <vector>
 

@@ -1,6 +1,7 @@
 // CPU Phong kernels. Per-point work is parallel; see phong_blocks.h for the per-batch gradients.
 #include "shading/shading.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include "shading/phong_blocks.h"

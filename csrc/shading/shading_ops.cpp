@@ -1,6 +1,10 @@
 // Validation and device dispatch for Phong shading.
 #include "shading/shading.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
+
 #include "common/checks.h"
 #include "common/device.h"
 

@@ -4,7 +4,7 @@
 // (u, v, scale[C], offset[C]) instead (see soft_color_math.h).
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <string>
 #include <vector>

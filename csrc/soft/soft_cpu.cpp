@@ -28,6 +28,9 @@
 
 #include "soft/soft.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+
 #include "common/corner_scatter.h"
 #include "common/parallel.h"
 

@@ -1,6 +1,13 @@
 // Validation and device dispatch for the soft rasterizer.
 #include "soft/soft.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+
 #include "common/checks.h"
 #include "common/device.h"
 #include "texture/texture.h"

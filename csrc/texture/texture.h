@@ -2,7 +2,7 @@
 // builds (see texture_math.h for the UV convention and the flat pyramid layout).
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <string>
 #include <vector>

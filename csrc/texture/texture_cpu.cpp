@@ -7,6 +7,7 @@
 // order, whatever the thread count, band count or chunk size.
 #include "texture/texture.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -1,6 +1,11 @@
 // Validation and device dispatch for texture sampling.
 #include "texture/texture.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
+
 #include "common/checks.h"
 #include "common/device.h"
 

@@ -14,7 +14,8 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "cuda_runtime.h"
 
