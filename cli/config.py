@@ -21,10 +21,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli is the same parser, before it joined the standard library
+    import tomli as tomllib
 
 from diffrender.fit import (CAMERA_PARTS, FIT_PARAMS, LOSS_TERMS, MAX_TEXTURE_SIZE, OPTIMIZERS, POSE_PARTS,
                             TEXTURE_INITS)

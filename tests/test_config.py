@@ -1,5 +1,7 @@
 """The `diffrender fit` TOML schema: defaults, presets, overrides and errors that name the key and
 the file:line (or the flag)."""
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +222,29 @@ def test_key_lines_follow_tables_and_arrays_of_tables():
     lines = key_lines(text)
     assert lines == {"seed": 1, "camera": 2, "camera.fov": 3, "views.0": 5, "views.0.eye": 6, "views.1": 7,
                      "views.1.eye": 9}
+
+
+TOML_FALLBACK = """
+import sys
+from pathlib import Path
+sys.modules["tomllib"] = None  # as on Python 3.10, whose standard library has no tomllib
+from diffrender.cli import config
+assert config.tomllib.__name__ == "tomli", config.tomllib
+print(repr(config.load_config(Path(sys.argv[1]), targets=[sys.argv[2]] * 4)))
+try:
+    config.load_config(Path(sys.argv[3]))
+except config.ConfigError as error:
+    print(error)
+"""
+
+
+def test_configs_read_the_same_through_tomli_where_python_lacks_tomllib(tmp_path, target):
+    """Python 3.10 has no tomllib: cli/config.py falls back to tomli, the same parser."""
+    preset = CONFIGS / "four_views.toml"
+    broken = write(tmp_path, 'renderer = "soft"\n\n[optimize\nsteps = 3\n')
+    run = subprocess.run([sys.executable, "-c", TOML_FALLBACK, str(preset), str(target), str(broken)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    parsed, error = run.stdout.splitlines()
+    assert parsed == repr(load_config(preset, targets=[str(target)] * 4))
+    assert error.startswith(f"{broken}:3: invalid TOML") and error == error_of(broken)
