@@ -25,6 +25,7 @@ from .scene import (AmbientOption, BackgroundOption, ColorOption, DeviceOption, 
                     Look, NoTextureOption, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption,
                     TextureFilterOption, check_fov, check_orbit, load_mesh_reporting_warnings, parse_color,
                     parse_light, parse_size, resolve_device)
+from .wording import counted
 
 HELP = ("Animate a mesh on a turntable, or replay a fit next to its targets, as MP4, GIF or PNG frames.\n\n"
         "Frame k of a turntable looks from azimuth + degrees·k/frames. A fit folder replays one frame per saved "
@@ -139,7 +140,7 @@ def animate(
         override = look.vertex_colors(replay.final_mesh()) if color is not None else None
         shown_replay = replay if look.texture else replay.without_texture()
         batches = replay_frames(shown_replay, chosen, look, backdrop or WHITE, override, target_device)
-        shown = f"{replay.num_states} fit states × {replay.num_views} views"
+        shown = f"{counted(replay.num_states, 'fit state')} × {counted(replay.num_views, 'view')}"
     else:
         height, width = parse_size(size)
         subject = look.surface(replay.final_mesh() if replay is not None else load_mesh_reporting_warnings(mesh))
@@ -151,8 +152,8 @@ def animate(
         batches = turntable_frames(chosen, subject, look.vertex_colors(subject), cameras, look, (height, width),
                                    background=backdrop if kind == "png-sequence" else backdrop or WHITE,
                                    alpha=kind == "png-sequence", device=target_device)
-        shown = f"{subject.num_faces} triangles"
+        shown = counted(subject.num_faces, "triangle")
     rate = _write(output, fps, batches, count)
     padded = f" padded to {width + width % 2}x{height + height % 2}" if kind == "mp4" and (width % 2 or height % 2) else ""
-    typer.echo(f"wrote {output} ({count} frames of {width}x{height}{padded} at {fps:g} fps; {shown}, {chosen.name}; "
+    typer.echo(f"wrote {output} ({counted(count, 'frame')} of {width}x{height}{padded} at {fps:g} fps; {shown}, {chosen.name}; "
                f"{rate:.1f} frames/s)")

@@ -30,6 +30,7 @@ from diffrender.video import VideoError
 from .config import FitConfig, Override, load_config, parse_value
 from .errors import CliError, bad_argument, one_line_errors, writing
 from .scene import DeviceOption, parse_floats, parse_size, resolve_device
+from .wording import counted
 
 # Targets whose aspect ratio differs from the fit's by more than this are an error, not resized.
 ASPECT_TOLERANCE = 0.01
@@ -295,7 +296,7 @@ def _fit_and_report(config: FitConfig, device: torch.device) -> None:
     except (FitError, VideoError) as error:
         raise CliError(str(error)) from None
     ious = ", ".join(f"{value:.3f}" for value in params["iou"])
-    summary = f"wrote {folder} ({result.steps_completed} steps in {result.seconds:.1f}s; hard IoU per view: {ious})"
+    summary = f"wrote {folder} ({counted(result.steps_completed, 'step')} in {result.seconds:.1f}s; hard IoU per view: {ious})"
     if result.stopped == "interrupted":
         typer.echo(f"interrupted: {summary}", err=True)
         raise typer.Exit(130)

@@ -16,6 +16,7 @@ from .errors import bad_argument, one_line_errors
 from .scene import (AmbientOption, BackgroundOption, ColorOption, DeviceOption, FovOption, GammaOption, LightOption,
                     Look, NoTextureOption, RendererOption, ShininessOption, SigmaOption, SizeOption, SpecularOption,
                     TextureFilterOption, camera_for, load_mesh_reporting_warnings, parse_size, resolve_device)
+from .wording import counted
 
 
 def build_renderer(name: str, sigma: float, gamma: float, antialias: bool = False,
@@ -83,4 +84,4 @@ def render(
                       texture=batched(mesh_data.texture))
     save_png(output, look.composite(rgba[0].cpu()))
     textured = ", textured" if mesh_data.texture is not None else ""
-    typer.echo(f"wrote {output} ({width}x{height}, {mesh_data.num_faces} triangles{textured}, {chosen.name})")
+    typer.echo(f"wrote {output} ({width}x{height}, {counted(mesh_data.num_faces, 'triangle')}{textured}, {chosen.name})")

@@ -37,6 +37,14 @@ def read_frames(path) -> np.ndarray:
 
 # --- turntables --------------------------------------------------------------------------------
 
+def test_one_frame_gif_summary_is_in_the_singular(tmp_path):
+    out = tmp_path / "still.gif"
+    result = run_cli("animate", "teapot", "-o", out, "--frames", "1", "--size", "24")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (1 frame of 24x24 at 30 fps; 2256 triangles, barycentric;" in result.stdout
+    assert read_frames(out).shape == (1, 24, 24, 3)
+
+
 def test_mp4_is_h264_yuv420p_faststart_padded_to_even(tmp_path):
     out = tmp_path / "turn.mp4"
     result = run_cli("animate", "teapot", "-o", out, "--frames", "12", "--fps", "24", "--size", "65x49")

@@ -27,6 +27,15 @@ def test_builtin_shapes_render_framed(tmp_path, shape):
     assert image[alpha][:, :3].mean() > 30, "lit surface, not black"
 
 
+def test_summary_of_a_single_triangle_says_triangle(tmp_path):
+    mesh, out = tmp_path / "one.obj", tmp_path / "one.png"
+    mesh.write_text("v -1 -1 0\nv 1 -1 0\nv 0 1 0\nf 1 2 3\n")
+    result = run_cli("render", mesh, "-o", out, "--size", "16")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (16x16, 1 triangle, barycentric)" in result.stdout
+    assert read_png(out)[..., 3].max() == 255
+
+
 def test_obj_with_quads_and_no_normals(tmp_path):
     mesh = tmp_path / "box.obj"
     corners = [(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
