@@ -15,10 +15,17 @@ PY=$CUDA_VENV/bin/python
 PIP="$PY -m pip --disable-pip-version-check -q"
 
 [ -x "$PY" ] || "$PYTHON" -m venv "$CUDA_VENV"
-$PIP install "$CUDA_TORCH" "setuptools>=77" wheel ninja
-# The dependencies by name, so that installing the package below builds it once.
-$PIP install $("$PY" -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']
-print(' '.join(project['dependencies'] + project['optional-dependencies']['test']))")
+$PIP install "$CUDA_TORCH" "setuptools>=77" wheel ninja "tomli; python_version < '3.11'"
+# The dependencies by name, so that installing the package below builds it once (one a line: a
+# requirement's environment marker holds spaces).
+"$PY" -c "
+try:
+    import tomllib
+except ModuleNotFoundError:
+    import tomli as tomllib
+project = tomllib.load(open('pyproject.toml', 'rb'))['project']
+print('\n'.join(project['dependencies'] + project['optional-dependencies']['test']))" > "$CUDA_VENV/requirements.txt"
+$PIP install -r "$CUDA_VENV/requirements.txt"
 nvcc_major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
 torch_cuda=$("$PY" -c "import torch; print(torch.version.cuda or '')")
 if [ -z "$torch_cuda" ]; then
