@@ -91,7 +91,7 @@ def animate(
     size: SizeOption = "512x512",
     renderer: RendererOption = "barycentric",
     azimuth: float = typer.Option(30.0, help="Turntable: azimuth of the first frame, degrees around +y (0 looks from +z)."),
-    elevation: float = typer.Option(20.0, help="Turntable: camera elevation in degrees, in (-90, 90)."),
+    elevation: float = typer.Option(20.0, help="Turntable: camera elevation in degrees, in [-90, 90]."),
     distance: Optional[float] = typer.Option(None, help="Turntable: camera distance; default frames the mesh in every "
                                                         "frame with one distance for the whole turn."),
     degrees: float = typer.Option(360.0, help="Turntable: degrees turned over the animation (negative: clockwise)."),

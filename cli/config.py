@@ -223,7 +223,8 @@ class ViewConfig:
     target: Optional[str] = key(None, _string, "PNG or JPEG target (relative to the config file)")
     eye: Optional[Vec3] = key(None, _numbers(3))
     lookat: Vec3 = key((0.0, 0.0, 0.0), _numbers(3))
-    up: Vec3 = key((0.0, 1.0, 0.0), _numbers(3))
+    up: Optional[Vec3] = key(None, _numbers(3), "default [0, 1, 0]; an orbit view's default is the orbit's "
+                             "own up, +y tilted into the image, which holds at elevation ±90 too")
     azimuth: Optional[float] = key(None, _number, "degrees around +y; 0 looks from +z")
     elevation: Optional[float] = key(None, _number)
     distance: Optional[float] = key(None, _positive(_number))
@@ -235,6 +236,15 @@ class ViewConfig:
         az, el = math.radians(self.azimuth), math.radians(self.elevation)
         offset = (math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az))
         return tuple(c + self.distance * o for c, o in zip(self.lookat, offset))
+
+    def camera_up(self) -> Vec3:
+        """The up given, else +y for an eye, or the orbit's up (as :meth:`Camera.orbit`'s)."""
+        if self.up is not None:
+            return self.up
+        if self.eye is not None:
+            return (0.0, 1.0, 0.0)
+        az, el = math.radians(self.azimuth), math.radians(self.elevation)
+        return (-math.sin(el) * math.sin(az), math.cos(el), -math.sin(el) * math.cos(az))
 
 
 def _rolls_freely(eye: Vec3, lookat: Vec3, up: Vec3) -> bool:
@@ -454,11 +464,11 @@ def _check_views(config: FitConfig, origins: Origins, base: Path) -> None:
             raise origins.error(prefix, "needs a camera: eye = [x, y, z], or azimuth, elevation and distance")
         if view.eye is not None and math.dist(view.eye, view.lookat) < 1e-9:
             raise origins.error(f"{prefix}.eye", "eye and lookat must differ")
-        if _rolls_freely(view.camera_position(), view.lookat, view.up):
+        if _rolls_freely(view.camera_position(), view.lookat, view.camera_up()):
             where = "lookat - eye" if view.eye is not None else "the view from this azimuth and elevation"
             raise origins.error(f"{prefix}.up", f"must be non-zero and not parallel to {where}")
         true_eye = config.synthetic.eye if config.synthetic is not None else None
-        if true_eye is not None and _rolls_freely(true_eye, view.lookat, view.up):
+        if true_eye is not None and _rolls_freely(true_eye, view.lookat, view.camera_up()):
             raise origins.error("synthetic.eye", f"looks along {prefix}.up, which leaves the camera's roll undefined")
         if view.target is None:
             if config.synthetic is None:

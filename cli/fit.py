@@ -121,7 +121,7 @@ def _cameras(config: FitConfig) -> Camera:
     for view in config.views:
         eyes.append(torch.tensor(view.camera_position(), dtype=torch.float64))
         lookats.append(torch.tensor(view.lookat))
-        ups.append(torch.tensor(view.up))
+        ups.append(torch.tensor(view.camera_up()))
     return Camera(torch.stack(eyes).float(), torch.stack(lookats).float(), torch.stack(ups).float(),
                   fov_y=config.camera.fov, near=config.camera.near, far=config.camera.far)
 

@@ -46,7 +46,7 @@ def render(
     size: SizeOption = "512x512",
     renderer: RendererOption = "barycentric",
     azimuth: float = typer.Option(30.0, help="Camera azimuth in degrees around +y (0 looks from +z)."),
-    elevation: float = typer.Option(20.0, help="Camera elevation in degrees, in (-90, 90); straight down needs --eye with another --up."),
+    elevation: float = typer.Option(20.0, help="Camera elevation in degrees, in [-90, 90]; 90 looks straight down, as the orbit seen from --azimuth arrives there."),
     distance: Optional[float] = typer.Option(None, help="Camera distance; default frames the mesh to ~80% of the view."),
     eye: Optional[str] = typer.Option(None, help="Camera position X,Y,Z; renders the mesh in its own coordinates, no framing."),
     lookat: str = typer.Option("0,0,0", help="With --eye: the point looked at."),

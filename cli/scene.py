@@ -187,12 +187,12 @@ def check_fov(fov: float) -> None:
 
 
 def check_orbit(azimuth: float, elevation: float, distance: Optional[float]) -> None:
-    """Refuses --azimuth/--elevation/--distance that would frame nothing: a non-finite angle, or a
-    pole, where the orbit's +y up is parallel to the view and the camera's roll is undefined."""
+    """Refuses --azimuth/--elevation/--distance that would frame nothing (a non-finite angle or
+    distance) or that name no orbit of the turntable kind (an elevation past a pole)."""
     if not math.isfinite(azimuth):
         raise bad_argument(f"--azimuth must be finite, got {azimuth:g}")
-    if not -90.0 < elevation < 90.0:
-        raise bad_argument(f"--elevation must lie in (-90, 90) degrees (the orbit's up is +y), got {elevation:g}")
+    if not -90.0 <= elevation <= 90.0:
+        raise bad_argument(f"--elevation must lie in [-90, 90] degrees, got {elevation:g}")
     if distance is not None and not 0 < distance < math.inf:
         raise bad_argument(f"--distance must be a positive finite number, got {distance:g}")
 

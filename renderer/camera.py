@@ -178,12 +178,19 @@ class Camera(TensorDataclass):
     def orbit(azimuth_deg: Tensor, elevation_deg: Tensor, distance: Tensor, lookat: Tensor,
               **settings) -> "Camera":
         """Cameras on a sphere around ``lookat`` ([B] angles in degrees and distances, lookat
-        [B,3]). Azimuth 0 and elevation 0 look from +z towards -z, with +y up."""
+        [B,3]). Azimuth 0 and elevation 0 look from +z towards -z, with +y up.
+
+        Each camera's up is the orbit's own direction of rising elevation, which is +y tilted
+        into the image plane: below the poles it gives the frame that +y gives, and at
+        elevation ±90° (where +y is the view axis) the limit of that frame, so a camera that
+        rises over a pole turns continuously instead of losing its roll.
+        """
         az, el = torch.deg2rad(azimuth_deg), torch.deg2rad(elevation_deg)
-        offset = torch.stack([torch.cos(el) * torch.sin(az), torch.sin(el), torch.cos(el) * torch.cos(az)], dim=-1)
+        sin_az, cos_az, sin_el, cos_el = torch.sin(az), torch.cos(az), torch.sin(el), torch.cos(el)
+        offset = torch.stack([cos_el * sin_az, sin_el, cos_el * cos_az], dim=-1)
         eye = lookat + distance.unsqueeze(-1) * offset
-        up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
-        return Camera(eye=eye, lookat=lookat, up=up.contiguous(), **settings)
+        up = torch.stack([-sin_el * sin_az, cos_el, -sin_el * cos_az], dim=-1)
+        return Camera(eye=eye, lookat=lookat, up=up.expand_as(eye).contiguous(), **settings)
 
 
 def frame_vertices(vertices: Tensor, azimuth_deg: float | Sequence[float], elevation_deg: float,

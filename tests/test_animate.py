@@ -218,7 +218,7 @@ def test_replay_mp4_and_turntable_of_the_final_mesh(fit_folder, tmp_path):
     (["teapot", "--fps", "100000"], ["--fps", "100000"], 2),
     (["teapot", "--fps", "nan"], ["--fps"], 2),
     (["teapot", "--fps", "1e-300"], ["--fps must lie in [0.01, 240]"], 2),
-    (["teapot", "--elevation", "90"], ["--elevation"], 2),
+    (["teapot", "--elevation", "95"], ["--elevation", "[-90, 90]"], 2),
     (["teapot", "--azimuth", "nan"], ["--azimuth", "finite"], 2),
     (["teapot", "--degrees", "inf"], ["--degrees", "finite"], 2),
     (["teapot", "--distance", "inf"], ["--distance", "finite"], 2),

@@ -86,3 +86,45 @@ def test_look_at_gradients_match_finite_differences_near_and_on_the_pole():
     assert torch.autograd.gradcheck(on_the_pole, heights)
     on_the_pole(*heights).sum().backward()
     assert all(torch.isfinite(h.grad).all() for h in heights)
+
+
+def _orbit_views(azimuths, elevations, dtype=torch.float64):
+    azimuths = torch.as_tensor(azimuths, dtype=dtype)
+    elevations = torch.as_tensor(elevations, dtype=dtype)
+    cameras = camera.Camera.orbit(azimuths, elevations, torch.full_like(azimuths, 3.0),
+                                  torch.tensor([[0.2, -0.1, 0.3]], dtype=dtype).expand(len(azimuths), 3))
+    return cameras, cameras.view_matrices()
+
+
+def test_orbit_below_the_poles_gives_the_frame_that_plus_y_gives():
+    grid = torch.cartesian_prod(torch.linspace(-180.0, 180.0, 9, dtype=torch.float64),
+                                torch.linspace(-89.0, 89.0, 9, dtype=torch.float64))
+    cameras, views = _orbit_views(grid[:, 0], grid[:, 1])
+    plus_y = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64).expand(len(grid), 3)
+    torch.testing.assert_close(views, camera.look_at(cameras.eye, cameras.lookat, plus_y), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("pole", [90.0, -90.0])
+def test_orbit_at_a_pole_is_the_limit_of_the_orbit_rising_to_it(pole):
+    """At ±90° the +y up is the view axis; the orbit's own up keeps the roll it had on the way
+    there, for every azimuth."""
+    azimuths = torch.linspace(-180.0, 135.0, 8, dtype=torch.float64)
+    cameras, on_pole = _orbit_views(azimuths, torch.full_like(azimuths, pole))
+    _assert_is_a_view_of(on_pole, cameras.eye, cameras.lookat)
+    _, near_pole = _orbit_views(azimuths, torch.full_like(azimuths, pole - 1e-6 * pole / abs(pole)))
+    torch.testing.assert_close(on_pole, near_pole, atol=1e-7, rtol=0)
+
+
+def test_orbit_from_the_front_to_the_top_looks_down_with_the_back_at_the_image_top():
+    _, views = _orbit_views([0.0], [90.0])
+    torch.testing.assert_close(_rotation(views)[0], torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]], dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+def test_orbit_rolls_continuously_over_the_pole():
+    """Past 90° the camera goes on over the top (upside down, as a camera carried over it
+    would be) instead of flipping its roll at the pole."""
+    elevations = torch.tensor([89.9, 90.0, 90.1], dtype=torch.float64)
+    _, views = _orbit_views(torch.full_like(elevations, 30.0), elevations)
+    image_up = _rotation(views)[:, 1]
+    assert (image_up[1:] * image_up[:-1]).sum(-1).min() > 0.999

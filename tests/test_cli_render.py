@@ -67,6 +67,28 @@ def test_eye_renders_in_mesh_coordinates_like_the_api(tmp_path):
     assert np.abs(read_png(out).astype(float) - expected).max() <= 1
 
 
+def test_straight_down_is_the_orbit_arriving_over_the_top(tmp_path):
+    """--elevation 90 looks straight down with the roll the orbit from --azimuth has on its way
+    up: the view a hair below the pole, and from azimuth 90 the same view turned a quarter
+    clockwise."""
+    def silhouette(azimuth, elevation):
+        out = tmp_path / f"{azimuth}_{elevation}.png"
+        result = run_cli("render", "teapot", "-o", out, "--size", "64", "--azimuth", azimuth,
+                         "--elevation", elevation)
+        assert result.exit_code == 0, result.output
+        return read_png(out)[..., 3] > 127
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    top = silhouette("0", "90")
+    assert 0.1 < top.mean() < 0.8
+    assert iou(top, silhouette("0", "89.9")) > 0.97
+    from_the_side = silhouette("90", "90")
+    assert iou(np.rot90(top, k=-1), from_the_side) > 0.97
+    assert iou(np.rot90(top, k=1), from_the_side) < 0.9
+
+
 def test_lights_background_and_specular_change_the_image(tmp_path):
     base, lit = tmp_path / "base.png", tmp_path / "lit.png"
     assert run_cli("render", "sphere", "-o", base, "--size", "48").exit_code == 0
@@ -231,8 +253,8 @@ def test_truncated_binary_mesh(tmp_path):
     (["--fov", "0"], "--fov"),
     (["--azimuth", "nan"], "--azimuth"),
     (["--elevation", "inf"], "--elevation"),
-    (["--elevation", "90"], "--elevation"),
-    (["--elevation", "-90"], "--elevation"),
+    (["--elevation", "90.5"], "--elevation"),
+    (["--elevation", "-91"], "--elevation"),
     (["--distance", "inf"], "--distance"),
     (["--distance", "nan"], "--distance"),
     (["--eye", "0,3,0"], "--up"),

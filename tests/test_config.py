@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from diffrender.camera import Camera
 from diffrender.cli.config import ConfigError, Override, key_lines, load_config, parse_value
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -135,8 +137,8 @@ def test_view_needs_exactly_one_kind_of_camera(tmp_path, target):
     ("eye = [0, 3, 0]", ":2: views.0.up: must be non-zero and not parallel to lookat - eye"),
     ("eye = [1, 2, 3]\nup = [2, 4, 6]", ":5: views.0.up: must be non-zero and not parallel to lookat - eye"),
     ("eye = [0, 0, 3]\nup = [0, 0, 0]", ":5: views.0.up: must be non-zero"),
-    ("azimuth = 30\nelevation = 90\ndistance = 3", "views.0.up: must be non-zero and not parallel to the view from"),
-    ("azimuth = 30\nelevation = -90\ndistance = 3", "views.0.up: must be non-zero and not parallel to the view from"),
+    ("azimuth = 30\nelevation = 90\ndistance = 3\nup = [0, 1, 0]", ":7: views.0.up: must be non-zero and not parallel to the view from"),
+    ("azimuth = 30\nelevation = -90\ndistance = 3\nup = [0, -2, 0]", ":7: views.0.up: must be non-zero and not parallel to the view from"),
 ])
 def test_an_up_along_the_view_is_refused(tmp_path, target, view, fragment):
     """A camera whose up is zero or parallel to its view has no defined roll (a singular view matrix)."""
@@ -148,10 +150,20 @@ def test_a_synthetic_eye_along_a_views_up_is_refused(tmp_path):
     assert ":5: synthetic.eye: looks along views.0.up" in error_of(path)
 
 
-def test_cameras_near_a_pole_are_accepted(tmp_path, target):
-    config = load_config(write(tmp_path, f'[[views]]\ntarget = "{target}"\nazimuth = 0\nelevation = 89.9\n'
-                                         f'distance = 3\n[[views]]\ntarget = "{target}"\neye = [0, 3, 0.01]\n'))
-    assert [view.up for view in config.views] == [(0.0, 1.0, 0.0)] * 2
+def test_cameras_near_and_on_a_pole_are_accepted_with_the_orbits_own_up(tmp_path, target):
+    """An orbit view without up takes Camera.orbit's, so elevation ±90 has a roll; an eye view
+    takes +y."""
+    elevations = [89.9, 90.0, -90.0, 20.0]
+    orbits = "".join(f'[[views]]\ntarget = "{target}"\nazimuth = 30\nelevation = {el}\ndistance = 3\n'
+                     for el in elevations)
+    config = load_config(write(tmp_path, orbits + f'[[views]]\ntarget = "{target}"\neye = [0, 3, 0.01]\n'))
+    orbit = Camera.orbit(torch.full((4,), 30.0, dtype=torch.float64), torch.tensor(elevations, dtype=torch.float64),
+                         torch.full((4,), 3.0, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64))
+    torch.testing.assert_close(torch.tensor([view.camera_up() for view in config.views[:4]], dtype=torch.float64),
+                               orbit.up, atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.tensor([view.camera_position() for view in config.views[:4]],
+                                            dtype=torch.float64), orbit.eye, atol=1e-12, rtol=0)
+    assert config.views[4].camera_up() == (0.0, 1.0, 0.0)
 
 
 @pytest.mark.parametrize("dotted, value, flag, toml", [("antialias", True, "--antialias", "true"),

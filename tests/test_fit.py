@@ -440,6 +440,9 @@ def test_cli_writes_every_output_and_they_decode(tmp_path):
     assert params["error"]["rotation_deg"] == pytest.approx(34.377, abs=1e-2), "vertices fit: the pose stays 0"
     elevation = math.radians(10)
     assert params["views"][1]["eye"] == pytest.approx([3 * math.cos(elevation), 3 * math.sin(elevation), 0], abs=1e-5)
+    assert params["views"][1]["up"] == pytest.approx([-math.sin(elevation), math.cos(elevation), 0], abs=1e-6), \
+        "an orbit view's up is the orbit's own"
+    assert params["views"][0]["up"] == [0.0, 1.0, 0.0]
     assert params["views"][0]["target"] == "synthetic:0" and params["steps_completed"] == 12
     assert params["settings"]["optimize"]["steps"] == 12 and params["image_size"] == [24, 32]
     assert len(params["iou"]) == 2 and params["stopped"] == "finished"
