@@ -36,6 +36,7 @@ from diffrender.texture import FILTERS as TEXTURE_FILTERS
 from diffrender.video import FPS_RANGE, MAX_FPS, MIN_FPS
 
 from .errors import CliError
+from .wording import counted
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # An icosphere template of 8 subdivisions has 1.3M triangles; each more is 4× that.
@@ -554,7 +555,7 @@ def _apply_targets(data: Dict[str, Any], targets: List[str], origins: Origins, f
         views.append(dict(DEFAULT_VIEW))
     if len(targets) > len(views):
         raise ConfigError(
-            f"{len(targets)} targets but {len(views)} [[views]]: each target needs a camera; give a config "
+            f"{counted(len(targets), 'target')} but {len(views)} [[views]]: each target needs a camera; give a config "
             "with one [[views]] per target (eye = [x, y, z] or azimuth/elevation/distance), "
             "see configs/four_views.toml")
     for index, target in enumerate(targets):

@@ -86,6 +86,10 @@ def test_more_targets_than_views_is_an_error(tmp_path, target):
     assert "2 targets but 1 [[views]]" in error_of(path, targets=[str(target)] * 2)
 
 
+def test_one_target_against_a_config_without_views_says_target_in_the_singular(tmp_path, target):
+    assert "1 target but 0 [[views]]" in error_of(write(tmp_path, "seed = 1\n"), targets=[str(target)])
+
+
 def test_no_views_at_all_is_an_error(tmp_path):
     assert "no views to fit" in error_of(write(tmp_path, "seed = 1\n"))
 
