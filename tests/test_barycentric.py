@@ -307,6 +307,13 @@ def test_interpolate_matches_gather_reference_and_gradcheck():
                                     (leaf_attr, leaf_bary))
 
 
+def test_tone_mapper_gamma_corrects_clamped_rgb_and_leaves_alpha_alone():
+    rgba = torch.tensor([[[[-0.5, 0.25, 1.5, 0.7], [0.0, 1.0, 0.0625, 1.0]]]])
+    expected = torch.tensor([[[[0.0, 0.5, 1.0, 0.7], [0.0, 1.0, 0.25, 1.0]]]])
+    assert torch.equal(barycentric.tone_mapper(rgba, 2.0), expected)
+    assert torch.equal(barycentric.tone_mapper(rgba[..., :3], 2.0), expected[..., :3])
+
+
 def test_backward_refuses_out_of_range_ids_of_covered_pixels():
     clip, triangles = simple_triangle()
     ids, bary, _ = barycentric.rasterize_triangles(clip, triangles, 16, 16)
