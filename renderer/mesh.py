@@ -86,11 +86,22 @@ class Mesh(TensorDataclass):
 # --------------------------------------------------------------------------------------------
 
 
+def _check_face_indices(faces: Tensor, num_vertices: int) -> None:
+    """Raises IndexError unless every index lies in [0, num_vertices): indexing would wrap a
+    negative one onto another vertex without a word."""
+    if faces.numel() == 0:
+        return
+    low, high = torch.stack(torch.aminmax(faces)).tolist()  # one read from the device, not two
+    if low < 0 or high >= num_vertices:
+        raise IndexError(f"face indices must lie in [0, {num_vertices}), got indices from {low} to {high}")
+
+
 def _face_cross(vertices: Tensor, faces: Tensor) -> Tensor:
     """Unnormalised ``(v1 - v0) x (v2 - v0)`` per face: ``[..., V, 3]`` -> ``[..., F, 3]``.
 
     Its length is twice the triangle's area, which is what makes the vertex sum area-weighted.
     """
+    _check_face_indices(faces, vertices.shape[-2])
     v0, v1, v2 = (vertices[..., faces[:, k], :] for k in range(3))
     return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
 
@@ -104,6 +115,9 @@ def face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
 
     Returns:
         ``[..., F, 3]`` in the dtype of ``vertices``; zero for degenerate faces. Differentiable.
+
+    Raises:
+        IndexError: a face index outside [0, V).
     """
     return F.normalize(_face_cross(vertices, faces), dim=-1, eps=_NORMAL_EPS)
 
@@ -121,6 +135,9 @@ def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     Returns:
         ``[..., V, 3]`` in the dtype of ``vertices``; zero for vertices in no (non-degenerate)
         face. Differentiable with respect to ``vertices``.
+
+    Raises:
+        IndexError: a face index outside [0, V).
     """
     cross = _face_cross(vertices, faces)  # [..., F, 3]
     # Every face contributes its cross product to each of its three corners: scatter

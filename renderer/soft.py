@@ -298,6 +298,9 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
     Returns:
         [B,H,W,4] float RGBA with row 0 at the top. Differentiable with respect to the vertices,
         colours, lights, camera, uvs and texture.
+
+    Raises:
+        IndexError: a triangle index outside [0, V).
     """
     if not isinstance(vertices, Tensor) or vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ValueError(f"vertices must be a [B,V,3] tensor, got {getattr(vertices, 'shape', type(vertices))}")

@@ -1,5 +1,6 @@
 """Built-in shapes (diffrender.shapes) and mesh loading, saving and normals (diffrender.mesh)."""
 import math
+import re
 import time
 from pathlib import Path
 
@@ -201,6 +202,17 @@ def test_face_normals_are_unit_and_right_handed():
     vertices = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
     faces = torch.tensor([[0, 1, 2], [0, 2, 1]])
     torch.testing.assert_close(face_normals(vertices, faces), torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]]))
+
+
+@pytest.mark.parametrize("normals", [face_normals, vertex_normals], ids=["face", "vertex"])
+@pytest.mark.parametrize("bad_index", [-1, 4])
+def test_normals_refuse_face_indices_outside_the_vertices(normals, bad_index):
+    # Indexing alone would take -1 as the last vertex and give a normal without a word.
+    vertices = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, bad_index]])
+    low, high = min(0, bad_index), max(2, bad_index)
+    with pytest.raises(IndexError, match=re.escape(f"face indices must lie in [0, 4), got indices from {low} to {high}")):
+        normals(vertices, faces)
 
 
 def test_normals_gradcheck():

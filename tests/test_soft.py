@@ -364,3 +364,12 @@ def test_bad_arguments_raise_clear_errors():
         with pytest.raises(IndexError, match=rf"hard_ids must lie in \[-1, 2\), got indices from {lowest}"):
             _C.soft_rasterize_backward(screen, triangles, attributes, background, image, aux, bad,
                                        torch.ones_like(image), *hard)
+
+
+@pytest.mark.parametrize("offset", [-1, 1000], ids=["negative", "past the end"])
+def test_render_refuses_bad_triangles_before_computing_their_normals(offset):
+    vertices, faces = shapes.cube()
+    eye = torch.tensor([[0.0, 1.0, 4.0]])
+    with pytest.raises(IndexError, match=r"face indices must lie in \[0, 8\)"):
+        soft.render(vertices[None], faces + offset, torch.ones(1, 8, 3), eye, torch.zeros(1, 3),
+                    torch.tensor([[0.0, 1.0, 0.0]]), eye[:, None], torch.ones(1, 1), 8, 8)
