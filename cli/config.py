@@ -401,11 +401,13 @@ class Origins:
     flags: Dict[str, str] = field(default_factory=dict)
 
     def where(self, dotted: str) -> str:
-        if dotted in self.flags:
-            return self.flags[dotted]
+        parts = dotted.split(".")
+        for end in range(len(parts), 0, -1):  # a flag that set the key or a table around it replaced the file's
+            flag = self.flags.get(".".join(parts[:end]))
+            if flag is not None:
+                return flag
         if self.path is None:
             return "defaults"
-        parts = dotted.split(".")
         for end in range(len(parts), 0, -1):  # the key's own line, else its table's
             line = self.lines.get(".".join(parts[:end]))
             if line is not None:
@@ -514,7 +516,8 @@ class Override:
     flag: str
 
 
-def _set_dotted(data: Dict[str, Any], dotted: str, value: Any, flag: str) -> None:
+def _set_dotted(data: Dict[str, Any], dotted: str, value: Any, flag: str, origins: Origins) -> None:
+    """Sets ``data[dotted]``; every table it has to create is the flag's, in ``origins``."""
     parts = dotted.split(".")
     node: Any = data
     for position, part in enumerate(parts[:-1]):
@@ -524,11 +527,15 @@ def _set_dotted(data: Dict[str, Any], dotted: str, value: Any, flag: str) -> Non
                 raise ConfigError(f"{flag}: {dotted}: there is no [[...]] entry {part} (there are {len(node)})")
             if int(part) == len(node):
                 node.append({})
+                origins.flags.setdefault(".".join(parts[:position + 1]), flag)
             node = node[int(part)]
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"{flag}: {dotted}: {'.'.join(parts[:position])} is not a table")
-        node = node.setdefault(part, [] if following.isdigit() else {})
+        if part not in node:
+            node[part] = [] if following.isdigit() else {}
+            origins.flags.setdefault(".".join(parts[:position + 1]), flag)
+        node = node[part]
     if not isinstance(node, dict):
         raise ConfigError(f"{flag}: {dotted}: {'.'.join(parts[:-1])} is not a table")
     node[parts[-1]] = value
@@ -591,7 +598,7 @@ def load_config(path: Optional[Path], overrides: List[Override] = (), targets: L
             raise ConfigError(f"{path}:{line[1] if line else '?'}: invalid TOML: {error}") from None
         origins = Origins(path=path, lines=key_lines(text))
     for override in overrides:
-        _set_dotted(data, override.key, override.value, override.flag)
+        _set_dotted(data, override.key, override.value, override.flag, origins)
         origins.flags[override.key] = override.flag
     if targets:
         _apply_targets(data, list(targets), origins, from_file=path is not None)

@@ -219,6 +219,22 @@ def test_overrides_replace_file_values_and_errors_name_the_flag(tmp_path, target
         "--set optimize.bogus: optimize.bogus: unknown key")
 
 
+def test_errors_inside_a_value_a_flag_gave_name_that_flag_not_the_file(tmp_path, target):
+    path = write(tmp_path, f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\n[[lights]]\nposition = [1, 2, 3]\n'
+                           '[loss]\nedge = 0.1\n')
+    # A flag that replaced a whole table answers for the keys inside it.
+    lights = [{"position": [1.0, 2.0]}]
+    assert error_of(path, [Override("lights", lights, "--light")]) == \
+        "--light: lights.0.position: expected a list of 3 numbers, got [1.0, 2.0]"
+    # A table that a --set created is the --set's, in a file and without one.
+    for config in (path, None):
+        message = error_of(config, [Override("loss.silhouette.weight", 2, "--set loss.silhouette.weight")],
+                           targets=[str(target)])
+        assert message == "--set loss.silhouette.weight: loss.silhouette: expected a number, got {'weight': 2}"
+    appended = error_of(path, [Override("views.1.azimuth", 90.0, "--set views.1.azimuth")])
+    assert appended.startswith("--set views.1.azimuth: views.1: needs a camera"), appended
+
+
 def test_overrides_can_append_a_view(tmp_path, target):
     path = write(tmp_path, f'[[views]]\ntarget = "{target}"\neye = [0, 0, 3]\n')
     config = load_config(path, [Override("views.1.eye", [3.0, 0.0, 0.0], "--set"),
