@@ -155,7 +155,12 @@ def _unit_rgb(value: Any) -> Vec3:
 
 
 def _intensity(value: Any):
-    return _numbers(3)(value) if isinstance(value, list) else _non_negative(_number)(value)
+    if not isinstance(value, list):
+        return _non_negative(_number)(value)
+    rgb = _numbers(3)(value)
+    if any(c < 0 for c in rgb):
+        raise ValueError(f"must not be negative, got {value!r}")
+    return rgb
 
 
 def _fraction(value: Any) -> float:

@@ -29,7 +29,7 @@ from diffrender.video import VideoError
 
 from .config import FitConfig, Override, load_config, parse_value
 from .errors import CliError, bad_argument, one_line_errors, writing
-from .scene import DeviceOption, parse_floats, parse_size, resolve_device
+from .scene import DeviceOption, parse_floats, parse_light, parse_size, resolve_device
 from .wording import counted
 
 # Targets whose aspect ratio differs from the fit's by more than this are an error, not resized.
@@ -82,11 +82,8 @@ def collect_overrides(values: dict, settings: List[str], lights: List[str]) -> L
     if lights:
         parsed = []
         for text in lights:
-            position, _, intensity = text.partition(":")
-            light = {"position": parse_floats(position, 3, f"--light '{text}'")}
-            if intensity:
-                light["intensity"] = parse_floats(intensity, 3, f"--light '{text}' intensity")
-            parsed.append(light)
+            position, intensity = parse_light(text)
+            parsed.append({"position": position, "intensity": intensity})
         overrides.append(Override("lights", parsed, "--light"))
     for text in settings:
         dotted, equals, value = text.partition("=")

@@ -601,6 +601,21 @@ def test_non_image_target(tmp_path):
     assert_nothing_written(tmp_path, "notes.png", "mesh.obj")
 
 
+def test_cli_lights_replace_the_configs_and_bad_ones_are_refused(tmp_path):
+    config = write_config(tmp_path, SYNTHETIC_CONFIG.replace("steps = 12", "steps = 1"))
+    result = run_cli("fit", "--config", config, "-o", tmp_path / "lit", "--light", "0,3,3:0.5,0.25,1",
+                     "--light", "3,0,0")
+    assert result.exit_code == 0, result.output
+    lights = json.loads((tmp_path / "lit" / "params.json").read_text())["settings"]["lights"]
+    assert lights == [{"position": [0.0, 3.0, 3.0], "intensity": [0.5, 0.25, 1.0]},
+                      {"position": [3.0, 0.0, 0.0], "intensity": [1.0, 1.0, 1.0]}]
+    for light, fragment in (("1,2", "--light '1,2' must be 3 comma-separated numbers"),
+                            ("1,2,3:1,-1,0", "--light intensity must be non-negative, got '1,2,3:1,-1,0'")):
+        result = run_cli("fit", "--config", config, "-o", tmp_path / "refused", "--light", light)
+        assert_one_line_error(result, fragment, code=2)
+        assert not (tmp_path / "refused").exists()
+
+
 def test_config_errors_name_file_line_and_key(tmp_path):
     config = write_config(tmp_path, SYNTHETIC_CONFIG + "[loss]\nsmoothness = 1.0\n")
     result = run_cli("fit", "--config", config, "-o", tmp_path / "out")
