@@ -115,6 +115,21 @@ def test_gif(tmp_path):
     assert (frames[:, 0, 0, :3] == [0, 0, 255]).all(), "--background behind the soft renders"
 
 
+@pytest.mark.parametrize("name, tolerance", [("rgba.gif", 0), ("rgba.mp4", 8)])  # H.264: yuv420p, limited range
+def test_video_writer_composites_rgba_frames_over_white(tmp_path, name, tolerance):
+    from diffrender.video import VideoWriter
+
+    frame = np.zeros((16, 16, 4), np.uint8)
+    frame[:, :8] = [255, 0, 0, 128]  # half-transparent red: 255·a + 255·(1 − a), 255·(1 − a)
+    frame[:, 8:] = [0, 0, 255, 255]
+    with VideoWriter(tmp_path / name, 10.0) as writer:
+        writer.append(frame)
+    decoded = read_frames(tmp_path / name)[0].astype(int)
+    # Away from the boundary, where H.264's chroma subsampling blends the two colours.
+    assert np.abs(decoded[:, :6] - [255, 127, 127]).max() <= tolerance
+    assert np.abs(decoded[:, 10:] - [0, 0, 255]).max() <= tolerance
+
+
 def test_turntable_frames_the_mesh_with_one_distance():
     vertices = load_mesh("teapot").vertices * torch.tensor([2.0, 0.5, 0.5])  # long in x only
     cameras = turntable_cameras(vertices, turntable_azimuths(8), 20.0, (48, 64))
