@@ -208,6 +208,7 @@ BAD_MESHES = {
     "no faces": ("v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no faces"),
     "nan vertex": ("v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n", "non-finite"),
     "index out of range": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n", "out of range"),
+    "malformed face": ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 x\n", "malformed face line 'f 1 2 x'"),
 }
 
 

@@ -268,6 +268,24 @@ def test_glb_with_embedded_texture_round_trip(tmp_path):
     torch.testing.assert_close(mesh.uvs, torch.from_numpy(box.visual.uv).float())
 
 
+def test_glb_scene_parts_are_placed_by_their_node_transforms(tmp_path):
+    placed = trimesh.transformations.translation_matrix([5.0, 0.0, 0.0]) @ \
+        trimesh.transformations.rotation_matrix(np.pi / 2, [0.0, 0.0, 1.0])
+    moved, still = trimesh.creation.box(extents=[2.0, 1.0, 1.0]), trimesh.creation.icosahedron()
+    scene = trimesh.Scene()
+    scene.add_geometry(moved, transform=placed)
+    scene.add_geometry(still)
+    scene.export(tmp_path / "scene.glb")
+    mesh = load_mesh(tmp_path / "scene.glb")
+    assert mesh.num_faces == len(moved.faces) + len(still.faces)
+    expected = np.concatenate([trimesh.transform_points(moved.vertices, placed), still.vertices])
+    # Each part's own vertex order is kept; compare as sets of rows.
+    got = mesh.vertices.double().numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(np.sort(got, axis=0), np.sort(expected, axis=0), atol=1e-5)
+    assert got[:, 0].max() == pytest.approx(5.5, abs=1e-5), "the 2-long box turned upright at x = 5"
+
+
 PLY_HEADER = """\
 ply
 format ascii 1.0
