@@ -8,6 +8,7 @@ from typing import Callable, List, Sequence
 import pytest
 import torch
 
+from diffrender import camera, shapes
 from diffrender._ext import _C
 from gpu_backends import GPU_PARAMS, backend
 
@@ -71,3 +72,17 @@ def same_bits_for_one_and_two_threads(run: Callable[[], Sequence[torch.Tensor]])
     for one, two in zip(*results):
         assert torch.equal(one, two)
     return results[0]
+
+
+def teapot_clip_with_bad_vertices(value: float, coordinate: int):
+    """The teapot's clip vertices with every 7th vertex's coordinate set to ``value``, its
+    triangles, and those triangles with each one touching a bad vertex made degenerate."""
+    vertices, faces = shapes.teapot()
+    cam = camera.Camera(torch.tensor([[0.0, 1.0, 3.0]]), torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 0.0]]))
+    clip = camera.transform_homogeneous(cam.matrices(1.0), vertices[None]).contiguous()
+    bad = torch.arange(0, vertices.shape[0], 7)
+    clip[0, bad, coordinate] = value
+    touching = torch.isin(faces, bad).any(dim=1)
+    good_vertex = int(faces[~torch.isin(faces, bad)][0])
+    degenerate = torch.where(touching[:, None], torch.full_like(faces, good_vertex), faces)
+    return clip, faces, degenerate, touching

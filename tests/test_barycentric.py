@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from barycentric_reference import rasterize_triangles_reference
-from conftest import reference_file, same_bits_for_one_and_two_threads
+from conftest import reference_file, same_bits_for_one_and_two_threads, teapot_clip_with_bad_vertices
 from diffrender import barycentric, camera, shapes
 from diffrender._ext import _C
 from tf_scenes import (GOLDEN_NAMES, TF_JACOBIAN_MAX_OUTLIERS, cube, fit_cube_rotation, load_png, outlier_fraction,
@@ -86,6 +86,31 @@ def test_degenerate_triangle_covers_nothing():
     for triangles in ([[0, 1, 2]], [[0, 0, 3]], [[3, 3, 3]]):
         ids, bary, z = barycentric.rasterize_triangles(clip, torch.tensor(triangles), 33, 33)
         assert float(bary.abs().sum()) == 0.0 and bool((z == 1).all())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("coordinate", [0, 2, 3], ids=["x", "z", "w"])
+def test_non_finite_clip_coordinates_cover_nothing(value, coordinate):
+    # A vertex at infinity (a zero field of view puts every vertex there) made NaN pixel bounds,
+    # which were cast to int and indexed memory far outside the image.
+    clip, faces, degenerate, touching = teapot_clip_with_bad_vertices(value, coordinate)
+    assert touching.sum() > 100
+    got = barycentric.rasterize_triangles(clip, faces, 64, 64)
+    expected = barycentric.rasterize_triangles(clip, degenerate, 64, 64)
+    assert (expected[0] > 0).sum() > 500, "the finite triangles still draw the teapot"
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+def test_a_zero_field_of_view_puts_every_vertex_at_infinity_and_draws_nothing():
+    # A float fov_y of 0 is refused up front; a tensor one (a fitted camera's) is not read on the
+    # host, so the rasterizer meets its NaN and infinite clip coordinates. They once crashed it.
+    vertices, faces = shapes.teapot()
+    eye = torch.tensor([[0.0, 1.0, 3.0]])
+    image = barycentric.render(vertices[None], faces, torch.ones_like(vertices)[None], torch.ones_like(vertices)[None],
+                               eye, torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 0.0]]), eye[:, None],
+                               torch.ones(1, 1, 3), 64, 64, fov_y=torch.tensor([0.0]))
+    assert torch.equal(image, torch.zeros_like(image))
 
 
 def test_near_and_far_planes_clip_by_depth():

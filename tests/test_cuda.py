@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
-from conftest import reference_file, separate_triangles
+from conftest import reference_file, separate_triangles, teapot_clip_with_bad_vertices
 from diffrender import barycentric, shading, soft, texture
 from diffrender._ext import _C
 from diffrender.mesh import load_mesh
@@ -71,6 +71,20 @@ def test_rasterize_parity_with_crowded_tiles_and_depth_ties(gpu, schedule):
     assert torch.allclose(cpu_bary, gpu_bary, atol=1e-12)
     assert torch.allclose(cpu_z, gpu_z, atol=1e-12)
     assert torch.allclose(cpu_grad, gpu_grad, atol=1e-9)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("coordinate", [0, 2, 3], ids=["x", "z", "w"])
+def test_non_finite_clip_coordinates_cover_nothing_on_the_gpu_too(gpu, value, coordinate):
+    # The GPU bins triangles by their pixel bounds, as the CPU does: NaN bounds must not index.
+    clip, faces, degenerate, _ = teapot_clip_with_bad_vertices(value, coordinate)
+    fn = lambda c, t: barycentric.rasterize_triangles(c, t, 64, 64)
+    with gpu(0):
+        got = fn(clip.to(gpu.device), faces.to(gpu.device))
+        expected = fn(clip.to(gpu.device), degenerate.to(gpu.device))
+    for a, b, cpu in zip(got, expected, fn(clip, degenerate)):
+        assert torch.equal(a.cpu(), b.cpu())
+        assert torch.allclose(a.cpu().double(), cpu.double(), atol=1e-5)
 
 
 def test_cuda_backward_is_deterministic(gpu):

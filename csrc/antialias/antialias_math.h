@@ -72,7 +72,7 @@ HOST_DEVICE bool surface_from_ids(const T* clip, const int64_t* triangles, int64
   if (!is_inside(e)) return false;
   T b[3];
   const T z = barycentrics_and_depth(s, e, b);
-  if (z < T(-1) || z > T(1)) return false;
+  if (!in_depth_range(z)) return false;
   depth = z;
   return true;
 }

@@ -114,7 +114,7 @@ void rasterize_band(const Candidate<T>* const* band_entries, int64_t count, int6
         const T z = barycentrics_and_depth(s, e, b);
         const int64_t p = int64_t(iy) * width + ix;
         // Near and far planes come from the z test; ties go to the later triangle, as in tf.
-        if (z < T(-1) || z > T(1) || z > zbuf[p]) continue;
+        if (!in_depth_range(z) || z > zbuf[p]) continue;
         zbuf[p] = z;
         ids[p] = tri;
         bary[3 * p] = b[0];

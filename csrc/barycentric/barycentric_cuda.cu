@@ -46,7 +46,7 @@ __global__ void rasterize_tiles(const TriangleSetup<T>* setups, int64_t num_tria
         if (!is_inside(e)) return;
         T bk[3];
         const T z = barycentrics_and_depth(s, e, bk);
-        if (!(z >= T(-1) && z <= T(1))) return;
+        if (!in_depth_range(z)) return;
         if (best_tri < 0 || z < best_z || (z == best_z && tri > best_tri)) {
           best_tri = tri;
           best_z = z;

@@ -19,7 +19,8 @@ struct TriangleSetup {
 };
 
 // The edge functions, z and w of a triangle from its clip vertices (x, y, z, w), the columns of
-// M. Returns false when det(M) == 0: the triangle is degenerate (zero area, or seen edge-on).
+// M. Returns false when det(M) == 0: the triangle is degenerate (zero area, or seen edge-on); and
+// when det(M) is not finite: a coordinate is infinite or NaN, and the triangle has no pixels.
 template <typename T>
 HOST_DEVICE bool setup_triangle_edges(const T* v0, const T* v1, const T* v2, TriangleSetup<T>& s) {
   const T x0 = v0[0], y0 = v0[1], w0 = v0[3];
@@ -38,7 +39,7 @@ HOST_DEVICE bool setup_triangle_edges(const T* v0, const T* v1, const T* v2, Tri
   const T det = x0 * m[0] + x1 * m[3] + x2 * m[6];
   s.z[0] = v0[2]; s.z[1] = v1[2]; s.z[2] = v2[2];
   s.w[0] = w0; s.w[1] = w1; s.w[2] = w2;
-  if (!(det != T(0))) return false;  // also rejects NaN
+  if (!(det != T(0)) || !is_finite(det)) return false;
   if (det < T(0)) {
     for (int i = 0; i < 9; ++i) m[i] = -m[i];
   }
@@ -102,6 +103,12 @@ HOST_DEVICE T barycentrics_and_depth(const TriangleSetup<T>& s, const T e[3], T 
   const T clip_z = b[0] * s.z[0] + b[1] * s.z[1] + b[2] * s.z[2];
   const T clip_w = b[0] * s.w[0] + b[1] * s.w[1] + b[2] * s.w[2];
   return clip_z / clip_w;
+}
+
+// The near and far planes: NDC depth in [-1, 1]. NaN fails too, so a NaN depth never wins a pixel.
+template <typename T>
+HOST_DEVICE bool in_depth_range(T z) {
+  return z >= T(-1) && z <= T(1);
 }
 
 // Column range [lo, hi] of row py where all three edge values may be non-negative, widened by a

@@ -16,8 +16,15 @@ HOST_DEVICE T min3(T a, T b, T c) { return a < b ? (a < c ? a : c) : (b < c ? b 
 template <typename T>
 HOST_DEVICE T max3(T a, T b, T c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
+// NaN clamps to lo: the callers turn the result into an array index, and casting NaN to int is
+// undefined (a vertex at infinity would otherwise index memory far outside the image).
 template <typename T>
-HOST_DEVICE T clamp_value(T v, T lo, T hi) { return v < lo ? lo : (v > hi ? hi : v); }
+HOST_DEVICE T clamp_value(T v, T lo, T hi) { return v >= lo ? (v > hi ? hi : v) : lo; }
+
+// x - x is 0 exactly when x is finite (NaN for ±inf and NaN); unlike isfinite it needs no
+// host/device overload juggling.
+template <typename T>
+HOST_DEVICE bool is_finite(T x) { return x - x == T(0); }
 
 // Pixel-centre sampling: column ix of a W-wide image sits at NDC 2(ix+0.5)/W - 1.
 template <typename T>

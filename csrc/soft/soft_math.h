@@ -1,5 +1,5 @@
 // The SoftRas soft rasterizer's math (Liu et al. 2019), written once for the CPU kernels and the
-// future CUDA kernels. Nothing here may include torch.
+// CUDA kernels. Nothing here may include torch.
 //
 // Conventions (see renderer/soft.py for the full statement):
 // - Distances are measured in "square NDC": the projected x/w is scaled by W/min(W,H) and y/w by
@@ -111,11 +111,6 @@ HOST_DEVICE T soft_pixel_center(int index, int extent, T scale) {
   return pixel_center_ndc<T>(index, extent) * scale;
 }
 
-template <typename T>
-HOST_DEVICE bool soft_is_finite(T v) {
-  return (v - v) == T(0);  // false for inf and NaN
-}
-
 enum SoftTriangleFlags : int {
   kSoftDegenerate = 1,  // zero signed area: never inside, no edge prefilter
   kSoftCheckZ = 2,      // some vertex depth lies outside [0,1]: test z per pixel
@@ -154,8 +149,7 @@ HOST_DEVICE void soft_setup_triangle(const T* s0, const T* s1, const T* s2, cons
     py[k] = s[k][1] * c.scale_y;
     t.iw[k] = s[k][2];
     // Behind the eye (w <= 0 gives 1/w <= 0), or not finite: SoftRas does not clip, it skips.
-    if (!(t.iw[k] > T(0)) || !soft_is_finite(t.iw[k]) || !soft_is_finite(px[k]) ||
-        !soft_is_finite(py[k]))
+    if (!(t.iw[k] > T(0)) || !is_finite(t.iw[k]) || !is_finite(px[k]) || !is_finite(py[k]))
       return;
   }
   // Depth range: z is a convex combination of the vertex depths.

@@ -153,11 +153,9 @@ HOST_DEVICE LevelBlend<T> level_blend(const T* uv_da, const MipPyramid& mips) {
   return {level0, level0 + 1, lod - T(level0)};
 }
 
-// x - x is 0 exactly when x is finite (NaN for ±inf and NaN); unlike isfinite it needs no
-// host/device overload juggling.
 template <typename T>
 HOST_DEVICE bool finite_uv(T u, T v) {
-  return u - u == T(0) && v - v == T(0);
+  return is_finite(u) && is_finite(v);
 }
 
 // One filtered sample: up to two levels of four corners each, corner j = 4i + k being corner k
