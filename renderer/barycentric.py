@@ -19,6 +19,7 @@ from . import antialias as _antialias_lib
 from . import camera as camera_lib
 from . import texture as texture_lib
 from ._ext import _C
+from .render_checks import check_per_vertex, check_vertices
 from .antialias import EdgeTopology, antialias, edge_topology  # noqa: F401  (public API)
 from .shading import shade_pixels
 
@@ -220,6 +221,10 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
         silhouettes when antialiased). Differentiable with respect to the texture and, through the
         barycentrics of the sampled UVs, the vertices.
     """
+    check_vertices(vertices)
+    check_per_vertex(normals, "normals", vertices)
+    if texture is None:
+        check_per_vertex(diffuse_colors, "diffuse_colors", vertices, " (or give uvs and a texture)")
     batch = vertices.shape[0]
     if (uvs is None) != (texture is None):
         raise ValueError("render: uvs and texture go together")

@@ -65,6 +65,9 @@ def look_at(eye: Tensor, center: Tensor, world_up: Tensor) -> Tensor:
     for name, t in (("eye", eye), ("center", center), ("world_up", world_up)):
         if t.dim() != 2 or t.shape[-1] != 3:
             raise ValueError(f"look_at: {name} must have shape [B,3], got {list(t.shape)}")
+        if t.dtype != eye.dtype or t.device != eye.device:
+            raise TypeError(f"look_at: eye is {eye.dtype} on {eye.device} but {name} {t.dtype} on {t.device}: "
+                            "give the camera's tensors one dtype and device")
     forward = _normalize(center - eye)
     side = _side_axis(forward, world_up)
     up = torch.cross(side, forward, dim=-1)
@@ -74,6 +77,23 @@ def look_at(eye: Tensor, center: Tensor, world_up: Tensor) -> Tensor:
     bottom = torch.zeros_like(top[:, :1, :])
     bottom = torch.cat([bottom[..., :3], torch.ones_like(bottom[..., 3:])], dim=2)
     return torch.cat([top, bottom], dim=1)
+
+
+def _check_projection_floats(aspect_ratio: FloatOrTensor, fov_y: FloatOrTensor, near_clip: FloatOrTensor,
+                             far_clip: FloatOrTensor) -> None:
+    """The ranges in which a perspective projection is finite, for the arguments given as floats."""
+    def given(value):
+        return not isinstance(value, Tensor)
+
+    if given(aspect_ratio) and not 0 < aspect_ratio < math.inf:
+        raise ValueError(f"perspective: aspect_ratio must be a positive finite number, got {aspect_ratio}")
+    if given(fov_y) and not 0 < fov_y < 180:
+        raise ValueError(f"perspective: fov_y must lie in (0, 180) degrees, got {fov_y}")
+    if given(near_clip) and not 0 < near_clip < math.inf:
+        raise ValueError(f"perspective: near_clip must be a positive finite number, got {near_clip}")
+    if given(far_clip) and not (far_clip < math.inf and (not given(near_clip) or near_clip < far_clip)):
+        raise ValueError(f"perspective: far_clip must be finite and beyond near_clip, got near {near_clip}, "
+                         f"far {far_clip}")
 
 
 def perspective(aspect_ratio: FloatOrTensor, fov_y: FloatOrTensor, near_clip: FloatOrTensor,
@@ -86,7 +106,11 @@ def perspective(aspect_ratio: FloatOrTensor, fov_y: FloatOrTensor, near_clip: Fl
         near_clip, far_clip: distances to the clipping planes, floats or [B].
     Returns:
         [B,4,4] float (B = 1 when every argument is a float).
+    Raises:
+        ValueError: a float argument out of its range. Tensor arguments are not read on the host,
+            so a batch on a GPU is not synchronised.
     """
+    _check_projection_floats(aspect_ratio, fov_y, near_clip, far_clip)
     args = [aspect_ratio, fov_y, near_clip, far_clip]
     tensors = [a for a in args if isinstance(a, Tensor)]
     batch = max([t.numel() for t in tensors], default=1)
@@ -110,6 +134,10 @@ def transform_homogeneous(matrices: Tensor, vertices: Tensor) -> Tensor:
         raise ValueError(f"transform_homogeneous: matrices must be [B,4,4], got {list(matrices.shape)}")
     if vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ValueError(f"transform_homogeneous: vertices must be [B,V,3], got {list(vertices.shape)}")
+    if vertices.dtype != matrices.dtype or vertices.device != matrices.device:
+        raise TypeError(f"transform_homogeneous: the vertices are {vertices.dtype} on {vertices.device} but the "
+                        f"camera matrices {matrices.dtype} on {matrices.device}: give the vertices and the "
+                        "cameras one float dtype and device")
     homogeneous = torch.cat([vertices, torch.ones_like(vertices[..., :1])], dim=-1)
     return homogeneous @ matrices.transpose(1, 2)
 
@@ -160,6 +188,7 @@ class Camera(TensorDataclass):
 
     def matrices(self, aspect_ratio: float) -> Tensor:
         """[B,4,4] world-to-clip matrices (projection · view)."""
+        _check_projection_floats(aspect_ratio, self.fov_y, self.near, self.far)
         projection = perspective(aspect_ratio, _batched(self.fov_y, self.batch_size, self.eye),
                                  self.near, self.far)
         return projection @ self.view_matrices()

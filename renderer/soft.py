@@ -43,6 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from . import camera as camera_lib
 from ._ext import _C
+from .render_checks import check_per_vertex, check_vertices
 from .shading import phong
 
 __all__ = ["rasterize", "render", "AGGR_RGB", "AGGR_ALPHA", "DIST_FUNCS", "TEXTURE_BOUNDARIES"]
@@ -302,18 +303,17 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
     Raises:
         IndexError: a triangle index outside [0, V).
     """
-    if not isinstance(vertices, Tensor) or vertices.dim() != 3 or vertices.shape[-1] != 3:
-        raise ValueError(f"vertices must be a [B,V,3] tensor, got {getattr(vertices, 'shape', type(vertices))}")
+    check_vertices(vertices)
     if not isinstance(triangles, Tensor) or triangles.dtype not in (torch.int32, torch.int64):
         raise TypeError("triangles must be an int32/int64 tensor of shape [F,3]")
     triangles = triangles.long()
     batch = vertices.shape[0]
     if (uvs is None) != (texture is None):
         raise ValueError("render: uvs and texture go together")
-    if texture is None and (not isinstance(diffuse_colors, Tensor) or diffuse_colors.shape != vertices.shape):
-        got = list(diffuse_colors.shape) if isinstance(diffuse_colors, Tensor) else diffuse_colors
-        raise ValueError(f"diffuse_colors must have shape {list(vertices.shape)} (or give uvs and a texture), "
-                         f"got {got}")
+    if texture is None:
+        check_per_vertex(diffuse_colors, "diffuse_colors", vertices, " (or give uvs and a texture)")
+    if normals is not None:
+        check_per_vertex(normals, "normals", vertices)
     eye = _per_batch(camera_position, batch, 2)
     lookat = _per_batch(camera_lookat, batch, 2)
     up = _per_batch(camera_up, batch, 2)

@@ -128,3 +128,36 @@ def test_orbit_rolls_continuously_over_the_pole():
     _, views = _orbit_views(torch.full_like(elevations, 30.0), elevations)
     image_up = _rotation(views)[:, 1]
     assert (image_up[1:] * image_up[:-1]).sum(-1).min() > 0.999
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((1.0, 0.0, 0.1, 10.0), r"fov_y must lie in \(0, 180\) degrees, got 0.0"),
+    ((1.0, 180.0, 0.1, 10.0), r"fov_y must lie in \(0, 180\) degrees, got 180.0"),
+    ((1.0, float("nan"), 0.1, 10.0), r"fov_y must lie in \(0, 180\) degrees, got nan"),
+    ((0.0, 40.0, 0.1, 10.0), "aspect_ratio must be a positive finite number, got 0.0"),
+    ((1.0, 40.0, 0.0, 10.0), "near_clip must be a positive finite number, got 0.0"),
+    ((1.0, 40.0, 2.0, 1.0), "far_clip must be finite and beyond near_clip, got near 2.0, far 1.0"),
+    ((1.0, 40.0, 0.1, float("inf")), "far_clip must be finite and beyond near_clip"),
+])
+def test_perspective_refuses_float_arguments_that_make_no_projection(arguments, message):
+    with pytest.raises(ValueError, match="perspective: " + message):
+        camera.perspective(*arguments)
+    cam = camera.Camera(torch.tensor([[0.0, 0.0, 3.0]]), torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 0.0]]),
+                        fov_y=arguments[1], near=arguments[2], far=arguments[3])
+    with pytest.raises(ValueError, match="perspective: " + message):
+        cam.matrices(arguments[0])
+
+
+def test_perspective_takes_tensor_arguments_without_reading_them():
+    # A fitted fov is a tensor; checking it would wait for a GPU at every step.
+    matrices = camera.perspective(1.0, torch.tensor([0.0, 40.0]), 0.1, 10.0)
+    assert matrices.shape == (2, 4, 4) and torch.isinf(matrices[0, 0, 0]) and torch.isfinite(matrices[1]).all()
+
+
+def test_camera_tensors_of_another_dtype_are_named():
+    eye, up = torch.tensor([[0.0, 0.0, 3.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    with pytest.raises(TypeError, match="look_at: eye is torch.float32 on cpu but center torch.float64"):
+        camera.look_at(eye, torch.zeros(1, 3, dtype=torch.float64), up)
+    matrices = camera.Camera(eye, torch.zeros(1, 3), up).matrices(1.0)
+    with pytest.raises(TypeError, match="the vertices are torch.float64 on cpu but the camera matrices torch.float32"):
+        camera.transform_homogeneous(matrices, torch.zeros(1, 5, 3, dtype=torch.float64))

@@ -1,0 +1,23 @@
+"""Argument checks that both renderers' ``render`` functions make before any op runs, so that a
+wrong shape or dtype is one error naming the argument instead of a failure deep inside an op."""
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def check_vertices(vertices: Any) -> None:
+    """``vertices`` must be a float32 or float64 [B,V,3] tensor."""
+    if not isinstance(vertices, Tensor) or vertices.dim() != 3 or vertices.shape[-1] != 3:
+        got = list(vertices.shape) if isinstance(vertices, Tensor) else type(vertices).__name__
+        raise ValueError(f"vertices must be a [B,V,3] tensor, got {got}")
+    if vertices.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"vertices must be float32 or float64, got {vertices.dtype}")
+
+
+def check_per_vertex(value: Any, name: str, vertices: Tensor, alternative: str = "") -> None:
+    """``value`` must be a tensor of the vertices' [B,V,3] shape; ``alternative`` says what may
+    be given instead, in the message."""
+    if not isinstance(value, Tensor) or value.shape != vertices.shape:
+        got = list(value.shape) if isinstance(value, Tensor) else value
+        raise ValueError(f"{name} must have shape {list(vertices.shape)}{alternative}, got {got}")
