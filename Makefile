@@ -9,7 +9,7 @@ CUDA_ARCHS ?= 80 90
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 BUILT := $(VENV)/.built
 
-.PHONY: demo test bench cuda-check cuda-build-check cuda-emulation-test install clean
+.PHONY: demo test bench cuda-check cuda-build-check cuda-emulation-test cpu-asan-test install clean
 
 install: $(BUILT)
 
@@ -42,6 +42,7 @@ demo: install
 test: install cuda-check
 	$(PY) -m pytest -q -m "not cuda and not cuda_emulation" tests
 	$(MAKE) --no-print-directory cuda-emulation-test
+	$(MAKE) --no-print-directory cpu-asan-test
 
 bench: install
 	@for script in tests/benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
@@ -74,6 +75,11 @@ cuda-emulation-test: install
 	else echo "cuda-emulation: libasan not found, running without AddressSanitizer"; fi; \
 	$(PY) tests/cuda_emulation/build.py && $(PY) -m pytest -q -m cuda_emulation tests \
 	|| { grep -hv "swapcontext" $(ASAN_REPORT).* 2>/dev/null | head -40; exit 1; }
+
+# The CPU kernels built again with AddressSanitizer and the ops' tests run on them: an
+# out-of-bounds read or write stops the run with a report.
+cpu-asan-test: install
+	PY=$(PY) bash tests/cpu_asan.sh
 
 clean:
 	rm -rf build renderer/_C*.so $(BUILT)
