@@ -19,7 +19,7 @@ from . import antialias as _antialias_lib
 from . import camera as camera_lib
 from . import texture as texture_lib
 from ._ext import _C
-from .render_checks import check_per_vertex, check_vertices
+from .render_checks import check_image_size, check_per_vertex, check_vertices
 from .antialias import EdgeTopology, antialias, edge_topology  # noqa: F401  (public API)
 from .shading import shade_pixels
 
@@ -71,7 +71,8 @@ def rasterize_triangles(clip_space_vertices: Tensor, triangles: Tensor, image_wi
     triangles = _check_triangles(triangles, clip_space_vertices.shape[1])
     if triangles.device != clip_space_vertices.device:
         raise ValueError("triangles and clip_space_vertices must be on the same device")
-    return _RasterizeTriangles.apply(clip_space_vertices, triangles, int(image_width), int(image_height))
+    return _RasterizeTriangles.apply(clip_space_vertices, triangles, check_image_size(image_width, "image_width"),
+                                     check_image_size(image_height, "image_height"))
 
 
 class _Interpolate(torch.autograd.Function):

@@ -1,5 +1,7 @@
-"""Argument checks that both renderers' ``render`` functions make before any op runs, so that a
-wrong shape or dtype is one error naming the argument instead of a failure deep inside an op."""
+"""Argument checks that both renderers make before any op runs, so that a wrong shape, dtype or
+size is one error naming the argument instead of a failure deep inside an op (or a size quietly
+truncated)."""
+import operator
 from typing import Any
 
 import torch
@@ -21,3 +23,16 @@ def check_per_vertex(value: Any, name: str, vertices: Tensor, alternative: str =
     if not isinstance(value, Tensor) or value.shape != vertices.shape:
         got = list(value.shape) if isinstance(value, Tensor) else value
         raise ValueError(f"{name} must have shape {list(vertices.shape)}{alternative}, got {got}")
+
+
+def check_image_size(value: Any, name: str) -> int:
+    """``value`` as a positive int; any integer type passes, a bool or a float does not."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        size = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if size <= 0:
+        raise ValueError(f"{name} must be positive, got {size}")
+    return size

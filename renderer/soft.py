@@ -43,7 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from . import camera as camera_lib
 from ._ext import _C
-from .render_checks import check_per_vertex, check_vertices
+from .render_checks import check_image_size, check_per_vertex, check_vertices
 from .shading import phong
 
 __all__ = ["rasterize", "render", "AGGR_RGB", "AGGR_ALPHA", "DIST_FUNCS", "TEXTURE_BOUNDARIES"]
@@ -97,14 +97,6 @@ def _check_positive(value, name: str) -> float:
     value = float(value)
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return value
-
-
-def _check_size(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
     return value
 
 
@@ -202,8 +194,8 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
         if background_color.shape != (channels,):
             raise ValueError(f"background_color must have shape [C] = [{channels}], "
                              f"got {list(background_color.shape)}")
-    width = _check_size(image_width, "image_width")
-    height = _check_size(image_height, "image_height")
+    width = check_image_size(image_width, "image_width")
+    height = check_image_size(image_height, "image_height")
     sigma = _check_positive(sigma_val, "sigma_val")
     gamma = _check_positive(gamma_val, "gamma_val")
     dist_eps = _check_positive(dist_eps, "dist_eps")

@@ -1,6 +1,7 @@
 """The barycentric renderer against tf_mesh_renderer's goldens and criteria, a dense PyTorch
 reference, and finite differences."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -314,8 +315,14 @@ def test_bad_arguments_raise_clear_errors():
         barycentric.rasterize_triangles(clip.half(), triangles, 8, 8)
     with pytest.raises(TypeError, match="integer"):
         barycentric.rasterize_triangles(clip, triangles.float(), 8, 8)
-    with pytest.raises(ValueError, match="image size"):
+    with pytest.raises(ValueError, match="image_width must be positive, got 0"):
         barycentric.rasterize_triangles(clip, triangles, 0, 8)
+    # A float size was truncated without a word; any integer type still passes.
+    with pytest.raises(TypeError, match="image_height must be an int, got float"):
+        barycentric.rasterize_triangles(clip, triangles, 8, 8.5)
+    assert barycentric.rasterize_triangles(clip, triangles, np.int64(8), torch.tensor(6))[0].shape == (1, 6, 8)
+    with pytest.raises(ValueError, match="image size 40000x8 exceeds the 32768 pixel limit"):
+        _C.rasterize_triangles_forward(clip, triangles, 40000, 8)
 
 
 # --- interpolation -----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ CASES = {
                                               r"texture\), got \[1, 5, 3\]", dict(diffuse_colors=torch.ones(1, 5, 3))),
     "normals of other vertices": (ValueError, r"normals must have shape \[1, 8, 3\], got \[1, 8, 2\]",
                                   dict(normals=torch.ones(1, 8, 2))),
+    "a float image size": (TypeError, "image_width must be an int, got float", dict(image_width=16.0)),
     "zero field of view": (ValueError, r"fov_y must lie in \(0, 180\) degrees, got 0.0", dict(fov_y=0.0)),
     "near plane behind the eye": (ValueError, "near_clip must be a positive finite number, got -1.0",
                                   dict(near_clip=-1.0)),
