@@ -19,8 +19,8 @@ from . import antialias as _antialias_lib
 from . import camera as camera_lib
 from . import texture as texture_lib
 from ._ext import _C
-from .render_checks import check_image_size, check_per_vertex, check_vertices
 from .antialias import EdgeTopology, antialias, edge_topology  # noqa: F401  (public API)
+from .render_checks import check_image_size, check_per_vertex, check_vertices
 from .shading import shade_pixels
 
 
@@ -221,6 +221,10 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
         [B,H,W,4] float RGBA with row 0 at the top; alpha is the coverage mask (fractional along
         silhouettes when antialiased). Differentiable with respect to the texture and, through the
         barycentrics of the sampled UVs, the vertices.
+
+    Raises:
+        ValueError, TypeError: an argument of the wrong shape, dtype or range, named in the message.
+        IndexError: a triangle index outside [0, V).
     """
     check_vertices(vertices)
     check_per_vertex(normals, "normals", vertices)

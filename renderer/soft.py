@@ -293,6 +293,7 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
         colours, lights, camera, uvs and texture.
 
     Raises:
+        ValueError, TypeError: an argument of the wrong shape, dtype or range, named in the message.
         IndexError: a triangle index outside [0, V).
     """
     check_vertices(vertices)
