@@ -82,9 +82,14 @@ def test_non_finite_clip_coordinates_cover_nothing_on_the_gpu_too(gpu, value, co
     with gpu(0):
         got = fn(clip.to(gpu.device), faces.to(gpu.device))
         expected = fn(clip.to(gpu.device), degenerate.to(gpu.device))
-    for a, b, cpu in zip(got, expected, fn(clip, degenerate)):
+    for a, b in zip(got, expected):
         assert torch.equal(a.cpu(), b.cpu())
-        assert torch.allclose(a.cpu().double(), cpu.double(), atol=1e-5)
+    # And the finite triangles draw what the CPU draws, to the parity tests' tolerance.
+    cpu_ids, cpu_bary, cpu_z = fn(clip, degenerate)
+    agree = got[0].cpu() == cpu_ids
+    assert agree.float().mean() > 0.999 and (cpu_ids > 0).sum() > 500
+    assert torch.allclose(got[1].cpu()[agree], cpu_bary[agree], atol=1e-5)
+    assert torch.allclose(got[2].cpu()[agree], cpu_z[agree], atol=1e-5)
 
 
 def test_cuda_backward_is_deterministic(gpu):
