@@ -7,6 +7,7 @@ The command only turns flags into config overrides, the validated config into a
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -217,18 +218,49 @@ def build_problem(config: FitConfig) -> FitProblem:
 
 def choose_threads(requested: int) -> int:
     """CPU threads for the fit: ``requested``, or for 0 torch's default less the cores that other
-    processes keep busy (the 1-minute load average). A fit runs many small parallel regions per
-    step, and OpenMP threads that wait on a descheduled peer at each one make an oversubscribed
-    fit an order of magnitude slower than a single thread."""
+    processes keep busy. A fit runs many small parallel regions per step, and OpenMP threads that
+    wait on a descheduled peer at each one make an oversubscribed fit an order of magnitude slower
+    than a single thread."""
     if requested > 0:
         return requested
     available = torch.get_num_threads()
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    idle = int((os.cpu_count() or available) - busy + 0.5)
+    idle = int((os.cpu_count() or available) - cores_busy_elsewhere() + 0.5)
     return max(1, min(available, idle))
+
+
+# Runnable threads are counted this many times, 2 ms apart, and the median taken: one look can
+# catch a busy process between two bursts, or an idle one in the middle of one.
+BUSY_SAMPLES = 5
+
+
+def cores_busy_elsewhere() -> float:
+    """The cores other processes keep busy now. On Linux, the runnable threads that are not this
+    process's (the 1-minute load average lags by a minute: it would still count a build that has
+    just finished, and a fit started after one would run on one thread). Elsewhere, that average."""
+    try:
+        samples = []
+        for _ in range(BUSY_SAMPLES):
+            samples.append(_runnable_threads_elsewhere())
+            time.sleep(0.002)
+        return float(statistics.median(samples))
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+
+
+def _runnable_threads_elsewhere() -> int:
+    """Runnable threads on the machine (/proc/loadavg's fourth field) less this process's own."""
+    with open("/proc/loadavg") as loadavg:
+        runnable = int(loadavg.read().split()[3].split("/")[0])
+    own = 0
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            own += stat.read_text().rsplit(")", 1)[1].split()[0] == "R"
+        except OSError:
+            continue  # the thread has just ended
+    return max(0, runnable - own)
 
 
 def prepare_output(folder: Path) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -804,17 +805,52 @@ def test_bad_settings_are_refused_before_the_first_step(change, message):
 
 
 def test_auto_threads_leave_busy_cores_alone(monkeypatch):
-    from diffrender.cli.fit import choose_threads
+    import diffrender.cli.fit as cli_fit
 
-    assert choose_threads(3) == 3
+    assert cli_fit.choose_threads(3) == 3
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.5, 0.5))
-    assert choose_threads(0) == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.5, 0.5))
-    assert choose_threads(0) == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0.5, 0.5))
-    assert choose_threads(0) == 1
+    for busy, threads in ((0.0, 2), (0.4, 2), (1.0, 1), (7.0, 1)):
+        monkeypatch.setattr(cli_fit, "cores_busy_elsewhere", lambda: busy)
+        assert cli_fit.choose_threads(0) == threads, busy
+
+
+def test_busy_cores_are_the_runnable_threads_of_other_processes_now(monkeypatch):
+    import diffrender.cli.fit as cli_fit
+
+    # Another process spinning is counted; this process's own spinning thread is not.
+    before = cli_fit.cores_busy_elsewhere()
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    own = threading.Thread(target=spin)
+    own.start()
+    try:
+        time.sleep(0.1)
+        alone = cli_fit.cores_busy_elsewhere()
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.3)
+            assert cli_fit.cores_busy_elsewhere() >= alone + 1.0
+        finally:
+            spinner.kill()
+            spinner.wait()
+    finally:
+        stop.set()
+        own.join()
+    assert alone <= before + 0.5, "this process's own spinning thread was counted"
+    # The load average lags: a build that has just finished still shows in it, not here.
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    monkeypatch.setattr(cli_fit, "_runnable_threads_elsewhere", lambda: 0)
+    assert cli_fit.cores_busy_elsewhere() == 0.0
+    # Without /proc (not Linux), the load average it is.
+    def no_proc():
+        raise OSError("no /proc/loadavg")
+    monkeypatch.setattr(cli_fit, "_runnable_threads_elsewhere", no_proc)
+    assert cli_fit.cores_busy_elsewhere() == 2.0
 
 
 def test_the_command_restores_the_callers_thread_count(tmp_path):
