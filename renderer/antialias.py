@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ._ext import _C
+from .render_checks import check_triangles
 
 __all__ = ["EdgeTopology", "antialias", "edge_topology", "clear_topology_cache"]
 
@@ -52,7 +53,7 @@ class EdgeTopology:
     @staticmethod
     def from_faces(faces: Tensor) -> "EdgeTopology":
         """Builds the topology of int ``[F,3]`` faces (vectorised: one sort of the 3F edges)."""
-        faces = _check_faces(faces)
+        faces = check_triangles(faces)
         count = faces.shape[0]
         neighbors = torch.full((count, 3), -1, dtype=torch.int64, device=faces.device)
         if count == 0:
@@ -96,7 +97,7 @@ def edge_topology(faces: Tensor) -> EdgeTopology:
     each later call costs one comparison of the faces. Pass ``topology=`` to :func:`antialias` to
     skip even that, or call :func:`clear_topology_cache` to drop the cached tensors.
     """
-    faces = _check_faces(faces)
+    faces = check_triangles(faces)
     key_prefix = (str(faces.device), tuple(faces.shape))
     with _cache_lock:
         for key, topology in reversed(_cache.items()):
@@ -115,14 +116,6 @@ def clear_topology_cache() -> None:
     """Empties the :func:`edge_topology` cache."""
     with _cache_lock:
         _cache.clear()
-
-
-def _check_faces(faces: Tensor) -> Tensor:
-    if not isinstance(faces, Tensor) or faces.dtype not in (torch.int32, torch.int64):
-        raise TypeError("triangles must be an integer tensor of shape [F,3]")
-    if faces.dim() != 2 or faces.shape[1] != 3:
-        raise ValueError(f"triangles must have shape [F,3], got {list(faces.shape)}")
-    return faces.long()
 
 
 class _Antialias(torch.autograd.Function):
@@ -188,7 +181,7 @@ def antialias(color: Tensor, triangle_ids: Tensor, clip_space_vertices: Tensor, 
         raise ValueError(f"clip_space_vertices must have shape [B,V,4], got {list(clip_space_vertices.shape)}")
     if (barycentrics is None) != (z_buffer is None):
         raise ValueError("antialias: pass barycentrics and z_buffer together (or neither)")
-    triangles = _check_faces(triangles)
+    triangles = check_triangles(triangles)
     if topology is None:
         topology = edge_topology(triangles)
     elif topology.faces.shape != triangles.shape:

@@ -20,7 +20,7 @@ from . import camera as camera_lib
 from . import texture as texture_lib
 from ._ext import _C
 from .antialias import EdgeTopology, antialias, edge_topology  # noqa: F401  (public API)
-from .render_checks import check_image_size, check_per_vertex, check_vertices
+from .render_checks import check_image_size, check_per_vertex, check_triangles, check_vertices
 from .shading import shade_pixels
 
 
@@ -37,14 +37,6 @@ class _RasterizeTriangles(torch.autograd.Function):
         clip_vertices, triangles, ids, bary = ctx.saved_tensors
         grad = _C.rasterize_triangles_backward(clip_vertices, triangles, ids, bary, grad_bary.contiguous())
         return grad, None, None, None
-
-
-def _check_triangles(triangles: Tensor, num_vertices: int) -> Tensor:
-    if not isinstance(triangles, Tensor) or triangles.dtype not in (torch.int32, torch.int64):
-        raise TypeError("triangles must be an integer tensor of shape [F,3]")
-    if triangles.dim() != 2 or triangles.shape[1] != 3:
-        raise ValueError(f"triangles must have shape [F,3], got {list(triangles.shape)}")
-    return triangles.long()
 
 
 def rasterize_triangles(clip_space_vertices: Tensor, triangles: Tensor, image_width: int,
@@ -68,7 +60,7 @@ def rasterize_triangles(clip_space_vertices: Tensor, triangles: Tensor, image_wi
         raise ValueError(f"clip_space_vertices must have shape [B,V,4], got {list(clip_space_vertices.shape)}")
     if clip_space_vertices.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"clip_space_vertices must be float32 or float64, got {clip_space_vertices.dtype}")
-    triangles = _check_triangles(triangles, clip_space_vertices.shape[1])
+    triangles = check_triangles(triangles)
     if triangles.device != clip_space_vertices.device:
         raise ValueError("triangles and clip_space_vertices must be on the same device")
     return _RasterizeTriangles.apply(clip_space_vertices, triangles, check_image_size(image_width, "image_width"),
@@ -102,7 +94,7 @@ def interpolate(attributes: Tensor, triangles: Tensor, triangle_ids: Tensor, bar
     """
     if attributes.dim() != 3:
         raise ValueError(f"attributes must have shape [B,V,A], got {list(attributes.shape)}")
-    triangles = _check_triangles(triangles, attributes.shape[1])
+    triangles = check_triangles(triangles)
     return _Interpolate.apply(attributes, triangles, triangle_ids, barycentrics.to(attributes.dtype))
 
 
@@ -126,7 +118,7 @@ def rasterize(world_space_vertices: Tensor, attributes: Tensor, triangles: Tenso
     Returns:
         [B,H,W,A] float, row 0 at NDC y = -1.
     """
-    triangles = _check_triangles(triangles, world_space_vertices.shape[1])
+    triangles = check_triangles(triangles)
     clip = camera_lib.transform_homogeneous(camera_matrices, world_space_vertices)
     ids, bary, _ = rasterize_triangles(clip, triangles, image_width, image_height)
     values = interpolate(attributes, triangles, ids, bary)
@@ -239,7 +231,7 @@ def render(vertices: Tensor, triangles: Tensor, normals: Tensor, diffuse_colors:
     if specular_colors is not None and shininess_coefficients is None:
         raise ValueError("render: specular_colors needs shininess_coefficients")
     cam = camera_lib.Camera(eye, lookat, up, fov_y=fov_y, near=near_clip, far=far_clip)
-    triangles = _check_triangles(triangles, vertices.shape[1])
+    triangles = check_triangles(triangles)
     clip = camera_lib.transform_homogeneous(cam.matrices_or_given(image_width / image_height, clip_matrices),
                                             vertices)
     # Mirroring clip y renders row 0 at the top directly: the edge functions only change sign

@@ -1,6 +1,6 @@
-"""Argument checks that both renderers make before any op runs, so that a wrong shape, dtype or
-size is one error naming the argument instead of a failure deep inside an op (or a size quietly
-truncated)."""
+"""Argument checks that the renderers' ops share, made before any op runs, so that a wrong shape,
+dtype or size is one error naming the argument instead of a failure deep inside an op (or a size
+quietly truncated)."""
 import operator
 from typing import Any
 
@@ -15,6 +15,15 @@ def check_vertices(vertices: Any) -> None:
         raise ValueError(f"vertices must be a [B,V,3] tensor, got {got}")
     if vertices.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"vertices must be float32 or float64, got {vertices.dtype}")
+
+
+def check_triangles(triangles: Any) -> Tensor:
+    """``triangles`` as the int64 [F,3] tensor the compiled ops take; int32 is widened."""
+    if not isinstance(triangles, Tensor) or triangles.dtype not in (torch.int32, torch.int64):
+        raise TypeError("triangles must be an integer (int32 or int64) tensor of shape [F,3]")
+    if triangles.dim() != 2 or triangles.shape[1] != 3:
+        raise ValueError(f"triangles must have shape [F,3], got {list(triangles.shape)}")
+    return triangles.long()
 
 
 def check_per_vertex(value: Any, name: str, vertices: Tensor, alternative: str = "") -> None:

@@ -43,7 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from . import camera as camera_lib
 from ._ext import _C
-from .render_checks import check_image_size, check_per_vertex, check_vertices
+from .render_checks import check_image_size, check_per_vertex, check_triangles, check_vertices
 from .shading import phong
 
 __all__ = ["rasterize", "render", "AGGR_RGB", "AGGR_ALPHA", "DIST_FUNCS", "TEXTURE_BOUNDARIES"]
@@ -158,10 +158,7 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
     if clip_vertices.dim() != 3 or clip_vertices.shape[-1] != 4:
         raise ValueError(f"clip_vertices must have shape [B,V,4], got {list(clip_vertices.shape)}")
     batch, num_vertices = clip_vertices.shape[:2]
-    if not isinstance(triangles, Tensor) or triangles.dtype not in (torch.int32, torch.int64):
-        raise TypeError("triangles must be an int32/int64 tensor of shape [F,3]")
-    if triangles.dim() != 2 or triangles.shape[1] != 3:
-        raise ValueError(f"triangles must have shape [F,3], got {list(triangles.shape)}")
+    triangles = check_triangles(triangles)
     if triangles.device != clip_vertices.device:
         raise ValueError("triangles and clip_vertices must be on the same device")
     _check_name(texture_boundary, "texture_boundary", TEXTURE_BOUNDARIES)
@@ -212,7 +209,7 @@ def rasterize(clip_vertices: Tensor, triangles: Tensor, attributes: Optional[Ten
                 _check_name(aggr_func_alpha, "aggr_func_alpha", AGGR_ALPHA),
                 _check_name(dist_func, "dist_func", DIST_FUNCS), bool(cull_backfaces))
     screen = _to_screen(clip_vertices)
-    return _SoftRasterize.apply(screen, triangles.long().contiguous(), attributes, background_color, texture,
+    return _SoftRasterize.apply(screen, triangles.contiguous(), attributes, background_color, texture,
                                 texture_boundary, settings, width, height)
 
 
@@ -297,9 +294,7 @@ def render(vertices: Tensor, triangles: Tensor, diffuse_colors: Optional[Tensor]
         IndexError: a triangle index outside [0, V).
     """
     check_vertices(vertices)
-    if not isinstance(triangles, Tensor) or triangles.dtype not in (torch.int32, torch.int64):
-        raise TypeError("triangles must be an int32/int64 tensor of shape [F,3]")
-    triangles = triangles.long()
+    triangles = check_triangles(triangles)
     batch = vertices.shape[0]
     if (uvs is None) != (texture is None):
         raise ValueError("render: uvs and texture go together")

@@ -28,6 +28,10 @@ CASES = {
                                  dict(vertices=VERTICES)),
     "integer vertices": (TypeError, "vertices must be float32 or float64, got torch.int64",
                          dict(vertices=VERTICES[None].long())),
+    "float triangles": (TypeError, r"triangles must be an integer \(int32 or int64\) tensor of shape \[F,3\]",
+                        dict(triangles=FACES.float())),
+    "triangles without corners": (ValueError, r"triangles must have shape \[F,3\], got \[36\]",
+                                  dict(triangles=FACES.reshape(-1))),
     "colours of other vertices": (ValueError, r"diffuse_colors must have shape \[1, 8, 3\] \(or give uvs and a "
                                               r"texture\), got \[1, 5, 3\]", dict(diffuse_colors=torch.ones(1, 5, 3))),
     "normals of other vertices": (ValueError, r"normals must have shape \[1, 8, 3\], got \[1, 8, 2\]",
